@@ -1,0 +1,45 @@
+# The two entry points a newcomer needs: `make run` and `make test` (see README).
+# Everything they need is installed by the targets themselves: a virtual environment with the
+# locked dependencies, and redis-server from apt when none is on PATH.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint fuzz bench redis-server clean
+
+run: $(VENV)/.run-installed redis-server
+	scripts/run
+
+test: $(VENV)/.test-installed redis-server
+	scripts/test
+
+lint: $(VENV)/.test-installed
+	scripts/lint
+
+fuzz: $(VENV)/.test-installed redis-server
+	scripts/fuzz
+
+bench: $(VENV)/.test-installed redis-server
+	scripts/bench
+
+redis-server:
+	@scripts/ensure-redis
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+
+# The lock files pin every package with its hashes (pip-compile --generate-hashes, see README).
+$(VENV)/.run-installed: requirements/main.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/main.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.test-installed: requirements/test.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/test.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@ $(VENV)/.run-installed
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,96 @@
+"""The ``callstate`` command: the processes of the Procfile and the operator's tools.
+
+``callstate web``     the receiver and read API (uvicorn)
+``callstate worker``  RQ workers reconciling events into the store
+``callstate token``   print a read token for the read API
+
+A configuration error is one line naming the variable and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from callstate import logs
+from callstate.errors import ConfigError
+from callstate.settings import Settings
+
+
+def _web(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only the web process needs it
+
+    settings.require_web()
+    uvicorn.run(
+        "callstate.receiver.app:create_app",
+        factory=True,
+        host=args.host,
+        port=settings.port,
+        workers=args.workers,
+        # Forwarded headers are handled by callstate.receiver.publicurl, for the signed URL.
+        proxy_headers=False,
+        access_log=False,
+        log_config=logs.dict_config(settings.log_format),
+        # Heroku sends SIGKILL 30 s after SIGTERM: finish in-flight requests well before.
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.workers import runner  # noqa: PLC0415 - the web process never imports it
+
+    logs.configure(settings.log_format)
+    runner.run(settings, burst=args.burst, name=args.name)
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate import tokens  # noqa: PLC0415
+
+    if not settings.secret_key:
+        raise ConfigError("SECRET_KEY", "is not set; read tokens are signed with it")
+    print(tokens.issue(settings.secret_key, ttl=args.ttl))  # noqa: T201 - the command's output
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="callstate", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    web = commands.add_parser("web", help="run the receiver and read API")
+    web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server listens on all interfaces
+    web.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="uvicorn processes (default: $WEB_CONCURRENCY or 1)",
+    )
+    web.set_defaults(run=_web)
+
+    worker = commands.add_parser("worker", help="run an RQ worker on the events queue")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--name", help="worker name (default: callstate.<host>.<pid>)")
+    worker.set_defaults(run=_worker)
+
+    token = commands.add_parser("token", help="print a read token for the read API")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
+    token.set_defaults(run=_token)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ(os.environ)
+        code: int = args.run(settings, args)
+    except ConfigError as exc:
+        print(f"callstate: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

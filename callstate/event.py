@@ -1,0 +1,239 @@
+"""Events: one Twilio callback (or one REST observation), as the workers receive and store it.
+
+Pure: no Starlette, no Redis. :func:`parse_callback` turns the decoded parameters of a request that
+already passed signature validation into an :class:`Event`, or raises :class:`InvalidCallback` naming
+the unusable field. Unknown parameters and unknown status values are kept as they are: Twilio adds
+parameters without notice, and they are never an error.
+
+An event has two forms:
+
+* the *canonical* form (``kind``, ``source``, ``params``; ``params`` sorted and de-duplicated) is
+  what the store keeps. Two deliveries of the same request have the same canonical form, so storing
+  events as a set of canonical forms is what makes duplicates disappear;
+* the *wire* form adds what the receiver knew about this delivery (arrival time, Twilio's
+  ``I-Twilio-Idempotency-Token``). It travels in the job and the logs but never reaches the state,
+  which must not depend on which delivery of a request got there first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+from callstate.errors import InvalidCallback
+
+Kind = Literal["call", "recording"]
+KINDS: Final = ("call", "recording")
+
+#: Twilio SIDs: two letters and 32 hex digits (reference section 5, twilio-oai patterns).
+CALL_SID: Final = re.compile(r"CA[0-9a-fA-F]{32}")
+RECORDING_SID: Final = re.compile(r"RE[0-9a-fA-F]{32}")
+ACCOUNT_SID: Final = re.compile(r"AC[0-9a-fA-F]{32}")
+
+#: Parameters that must look like a SID of the given pattern whenever they are present.
+_SID_FIELDS: Final = {
+    "CallSid": CALL_SID,
+    "ParentCallSid": CALL_SID,
+    "AccountSid": ACCOUNT_SID,
+    "RecordingSid": RECORDING_SID,
+}
+
+#: Parameters that decide which call, recording or state an event is about: a second, different
+#: value would make the event ambiguous, so it is refused rather than guessed.
+_SINGLE_VALUED: Final = (
+    *_SID_FIELDS,
+    "CallStatus",
+    "RecordingStatus",
+    "SequenceNumber",
+)
+
+#: Sequence numbers beyond this are not something Twilio sends; treating them as absent keeps a
+#: signed but absurd value from dominating the ordering.
+_MAX_SEQUENCE: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One callback. ``params`` are the decoded form parameters, sorted by (name, value), repeats of
+    an identical pair removed; repeated names with different values are kept.
+
+    ``received_at`` (Unix seconds) and ``idempotency_token`` describe the delivery, not the event:
+    they are excluded from equality, hashing and the canonical form.
+    """
+
+    kind: Kind
+    params: tuple[tuple[str, str], ...]
+    source: str = "twilio"
+    received_at: float | None = field(default=None, compare=False)
+    idempotency_token: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def create(
+        cls,
+        kind: Kind,
+        params: Iterable[tuple[str, str]],
+        *,
+        source: str = "twilio",
+        received_at: float | None = None,
+        idempotency_token: str | None = None,
+    ) -> Event:
+        """Build an event with ``params`` put in canonical order."""
+        return cls(kind, tuple(sorted(set(params))), source, received_at, idempotency_token)
+
+    def get(self, name: str) -> str | None:
+        """The first value of parameter ``name`` in canonical order, or ``None``."""
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+    def fields(self) -> dict[str, str]:
+        """The parameters as a dict, keeping the first value of a repeated name."""
+        out: dict[str, str] = {}
+        for key, value in self.params:
+            out.setdefault(key, value)
+        return out
+
+    # -- derived facts -----------------------------------------------------------------------
+
+    @property
+    def call_sid(self) -> str | None:
+        return self.get("CallSid") or None
+
+    @property
+    def recording_sid(self) -> str | None:
+        return self.get("RecordingSid") or None
+
+    @property
+    def status(self) -> str | None:
+        """``CallStatus`` of a call event, ``RecordingStatus`` of a recording event."""
+        return self.get("CallStatus" if self.kind == "call" else "RecordingStatus")
+
+    @property
+    def sequence_number(self) -> int | None:
+        return parse_sequence_number(self.get("SequenceNumber"))
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """``Timestamp`` (RFC 2822, one-second resolution) as an aware UTC datetime."""
+        return parse_timestamp(self.get("Timestamp"))
+
+    # -- identity and encodings --------------------------------------------------------------
+
+    def canonical(self) -> bytes:
+        """The stored form: compact JSON, byte-identical for every delivery of the same request."""
+        return orjson.dumps({"kind": self.kind, "source": self.source, "params": self.params})
+
+    def digest(self) -> str:
+        """16 hex digits of BLAKE2b over :meth:`canonical`: the content's name in the event set."""
+        return hashlib.blake2b(self.canonical(), digest_size=8).hexdigest()
+
+    def identity(self) -> str:
+        """The reconciliation identity of DESIGN section 3, without the CallSid (the key has it).
+
+        Call events: ``c:<SequenceNumber>:<CallStatus>``; recording events:
+        ``r:<RecordingSid>:<RecordingStatus>``; a call event without a usable SequenceNumber is
+        identified by its content: ``c:~<digest>``.
+        """
+        if self.kind == "recording":
+            return f"r:{self.recording_sid}:{self.status or ''}"
+        seq = self.sequence_number
+        if seq is None:
+            return f"c:~{self.digest()}"
+        return f"c:{seq}:{self.status or ''}"
+
+    def store_key(self) -> str:
+        """The field under which the event set stores this event: identity plus content digest.
+
+        Same request delivered twice: same field, stored once. Same identity with different content
+        (which Twilio should never send) stays two members, and the reducer picks one of them by a
+        rule that does not depend on arrival order.
+        """
+        return f"{self.identity()}|{self.digest()}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The job payload form (canonical form plus delivery metadata)."""
+        wire: dict[str, Any] = {"kind": self.kind, "source": self.source, "params": self.params}
+        if self.received_at is not None:
+            wire["received_at"] = self.received_at
+        if self.idempotency_token is not None:
+            wire["idempotency_token"] = self.idempotency_token
+        return wire
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Event:
+        """Inverse of :meth:`to_wire` and of the parsed :meth:`canonical` form."""
+        kind = data["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        params = [(str(name), str(value)) for name, value in data["params"]]
+        return cls.create(
+            kind,
+            params,
+            source=str(data.get("source", "twilio")),
+            received_at=data.get("received_at"),
+            idempotency_token=data.get("idempotency_token"),
+        )
+
+    @classmethod
+    def from_canonical(cls, raw: bytes | str) -> Event:
+        return cls.from_wire(orjson.loads(raw))
+
+
+def parse_sequence_number(value: str | None) -> int | None:
+    """A non-negative decimal SequenceNumber, or ``None`` for absent or unusable values."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 9:
+        return None
+    number = int(value)
+    return number if number <= _MAX_SEQUENCE else None
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """An RFC 2822 date (``Tue, 01 Sep 2026 12:00:00 +0000``) as aware UTC, or ``None``."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+        if parsed.tzinfo is None:
+            # RFC 2822 "-0000" means "UTC, zone unknown"; Python returns it naive.
+            parsed = parsed.replace(tzinfo=UTC)
+        # Year 9999 in a negative offset overflows here: signed, strange, and still no crash.
+        return parsed.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def parse_callback(
+    kind: Kind,
+    params: Iterable[tuple[str, str]],
+    *,
+    received_at: float | None = None,
+    idempotency_token: str | None = None,
+) -> Event:
+    """Turn the decoded parameters of a signed callback into an :class:`Event`.
+
+    Raises :class:`InvalidCallback` (naming the field) when a call-status callback has no
+    ``CallSid``, a recording callback has no ``RecordingSid``, or any SID parameter is malformed.
+    A recording callback without ``CallSid`` (conference recordings) is valid.
+    """
+    event = Event.create(kind, params, received_at=received_at, idempotency_token=idempotency_token)
+    required = "CallSid" if kind == "call" else "RecordingSid"
+    if not event.get(required):
+        raise InvalidCallback(f"{required} is missing", field=required)
+    seen: set[str] = set()
+    for name, value in event.params:
+        if name in _SINGLE_VALUED:
+            if name in seen:
+                raise InvalidCallback(f"{name} is repeated", field=name)
+            seen.add(name)
+        pattern = _SID_FIELDS.get(name)
+        if pattern is not None and value and not pattern.fullmatch(value):
+            raise InvalidCallback(f"{name} is malformed", field=name)
+    return event

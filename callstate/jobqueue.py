@@ -1,0 +1,67 @@
+"""The job contract between the web process and the workers.
+
+The web process enqueues, the workers run; both agree here on the queue, the serializer and the job
+options, and on nothing else. The job function is named by its dotted path so that the web process
+never imports worker code.
+
+One job carries a *batch* of events (group commit): ``apply_events(events)`` where ``events`` is a
+list of :meth:`callstate.event.Event.to_wire` dicts. Jobs are idempotent: applying the same events
+twice leaves the store as applying them once, so RQ's at-least-once execution is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue, Retry
+from rq.job import Job
+
+#: Dotted path of the job function (see callstate.workers.jobs).
+APPLY_EVENTS: Final = "callstate.workers.jobs.apply_events"
+
+#: A job that raised is retried after these many seconds (RQ's scheduler runs in every worker).
+RETRY_INTERVALS: Final = (1, 5, 30, 120, 600)
+
+#: Failed jobs stay in RQ's failed registry this long, for `callstate requeue-failed`.
+FAILURE_TTL: Final = 14 * 86_400
+
+#: A batch of events takes milliseconds; a job running this long is stuck and RQ stops it.
+JOB_TIMEOUT: Final = 120
+
+
+class OrjsonSerializer:
+    """RQ serializer: JSON via orjson. Unlike pickle it cannot run code when a job is loaded."""
+
+    @staticmethod
+    def dumps(obj: Any, /) -> bytes:
+        return orjson.dumps(obj)
+
+    @staticmethod
+    def loads(data: bytes, /) -> Any:
+        return orjson.loads(data)
+
+
+def make_queue(connection: Redis, name: str) -> Queue:
+    """The events queue on ``connection``."""
+    return Queue(name, connection=connection, serializer=OrjsonSerializer)
+
+
+def enqueue_events(queue: Queue, events: Sequence[dict[str, Any]], pipeline: Pipeline | None = None) -> Job:
+    """Enqueue one job applying ``events``; returns when Redis has it (unless ``pipeline``)."""
+    return queue.enqueue_call(
+        APPLY_EVENTS,
+        args=(list(events),),
+        # RQ's default description is the repr of the arguments: phone numbers, and slow to build.
+        description="apply_events",
+        timeout=JOB_TIMEOUT,
+        # An event queue must never drop work: no TTL while queued, no result kept after success.
+        ttl=None,
+        result_ttl=0,
+        failure_ttl=FAILURE_TTL,
+        retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
+        pipeline=pipeline,
+    )

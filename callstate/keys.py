@@ -1,0 +1,48 @@
+"""The Redis key layout: the public contract that dashboards read (docs/redis-schema.md).
+
+Changing a name here changes the schema: bump :data:`SCHEMA_VERSION` and the document together.
+
+Per-call keys carry the CallSid as a hash tag (``{CA...}``) so that one call's keys live in one
+Redis Cluster slot and the atomic part of an update touches that slot only. Global keys share the
+hash tag ``{callstate}``, so the script that updates indexes and the change stream is atomic too.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Version of the layout documented in docs/redis-schema.md, stored at :data:`SCHEMA`.
+SCHEMA_VERSION: Final = 1
+
+PREFIX: Final = "callstate"
+
+#: String: the schema version, written by every worker at start-up.
+SCHEMA: Final = f"{PREFIX}:{{callstate}}:schema"
+#: Sorted set: every known call, scored by its ``updated_at`` (Unix seconds).
+RECENT: Final = f"{PREFIX}:{{callstate}}:recent"
+#: Sorted set: calls that are not final yet, scored like RECENT.
+ACTIVE: Final = f"{PREFIX}:{{callstate}}:active"
+#: Hash: CallSid -> ``<version>:<status>``, the last state published to indexes and stream.
+PUBLISHED: Final = f"{PREFIX}:{{callstate}}:published"
+#: Stream: one entry per change of a call's reconciled state.
+CHANGES: Final = f"{PREFIX}:{{callstate}}:changes"
+
+
+def call(call_sid: str) -> str:
+    """Hash: ``state`` (JSON), ``version`` (int) of one call."""
+    return f"{PREFIX}:call:{{{call_sid}}}"
+
+
+def events(call_sid: str) -> str:
+    """Hash: store key -> canonical event JSON; the call's distinct events."""
+    return f"{PREFIX}:events:{{{call_sid}}}"
+
+
+def orphan_recording(recording_sid: str) -> str:
+    """Hash like :func:`events`, for a recording callback that names no call (conferences)."""
+    return f"{PREFIX}:recording:{{{recording_sid}}}"
+
+
+def by_status(status: str) -> str:
+    """Sorted set: calls whose current status is ``status`` (``none`` for status null)."""
+    return f"{PREFIX}:{{callstate}}:status:{status}"

@@ -1,0 +1,95 @@
+"""The read API: ``GET /calls/{CallSid}`` and ``GET /calls``, behind a read token.
+
+Both answer the stored state JSON as the workers wrote it (DESIGN section 3), so the API and a
+dashboard reading Redis directly see the same bytes. Redis calls are blocking and run on a thread.
+"""
+
+from __future__ import annotations
+
+from typing import Final, cast
+
+import orjson
+from redis import Redis
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from callstate import keys, tokens
+from callstate.errors import InvalidCallback, NotFound
+from callstate.event import CALL_SID
+
+MAX_LIMIT: Final = 1000
+_FINAL_VALUES: Final = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _authorize(request: Request) -> None:
+    settings = request.app.state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        tokens.check(settings.secret_key, "")  # raises the right Unauthorized
+    tokens.check(settings.secret_key, token.strip())
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+async def get_call(request: Request) -> Response:
+    """One call's state; 400 for a malformed SID, 404 for an unknown one."""
+    _authorize(request)
+    sid = request.path_params["sid"]
+    if not CALL_SID.fullmatch(sid):
+        raise InvalidCallback("CallSid is malformed", field="CallSid")
+    redis: Redis = request.app.state.redis
+    state = cast(bytes | None, await run_in_threadpool(redis.hget, keys.call(sid), "state"))
+    if state is None:
+        raise NotFound("no such call")
+    return _json(state)
+
+
+async def list_calls(request: Request) -> Response:
+    """``{"calls": [...]}`` newest first, filtered by ``status``, ``final``; ``limit`` <= 1000."""
+    _authorize(request)
+    query = request.query_params
+    raw_limit = query.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidCallback(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
+    raw_final = query.get("final")
+    if raw_final is not None and raw_final.lower() not in _FINAL_VALUES:
+        raise InvalidCallback("final must be true or false", field="final")
+    final = None if raw_final is None else _FINAL_VALUES[raw_final.lower()]
+    status = query.get("status") or None
+    if status is not None and (len(status) > 32 or not status.replace("-", "").isalpha()):
+        raise InvalidCallback("status is malformed", field="status")
+    redis: Redis = request.app.state.redis
+    states = await run_in_threadpool(_recent_states, redis, status, final, int(raw_limit))
+    return _json(b'{"calls":[' + b",".join(states) + b"]}")
+
+
+def _recent_states(redis: Redis, status: str | None, final: bool | None, limit: int) -> list[bytes]:
+    """States newest first from the narrowest index; a page at a time, filtered on ``final``."""
+    if status is not None:
+        index = keys.by_status(status)
+    elif final is False:
+        index = keys.ACTIVE
+    else:
+        index = keys.RECENT
+    out: list[bytes] = []
+    start, page = 0, max(limit, 100)
+    while len(out) < limit:
+        sids = cast(list[bytes], redis.zrevrange(index, start, start + page - 1))
+        if not sids:
+            break
+        start += page
+        pipe = redis.pipeline(transaction=False)
+        for sid in sids:
+            pipe.hget(keys.call(sid.decode()), "state")
+        for state in pipe.execute():
+            if state is None:  # expired since it was indexed
+                continue
+            if final is not None and orjson.loads(state)["final"] is not final:
+                continue
+            out.append(state)
+            if len(out) == limit:
+                break
+    return out

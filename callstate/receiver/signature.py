@@ -1,0 +1,241 @@
+"""X-Twilio-Signature, checked exactly as Twilio computes it.
+
+This module owns the request-signing contract of DESIGN section 2: the string to sign (the public URL,
+then the decoded form parameters), the URL variants every official validator tries, the key ring of
+auth tokens (primary, previous during a rotation, per-subaccount) and the ``bodySHA256`` check of JSON
+webhooks. The rules and their sources are in ``shared/reference/twilio-callbacks.md`` section 3; its
+vectors (3.9) are in ``tests/receiver/test_signature.py``, with the official ``twilio`` package as a
+test-only oracle. Pure and stdlib-only: the caller supplies the public URL, the decoded parameters
+(:func:`callstate.receiver.form.parse_form`) and the header value.
+
+Speed: the parameter part of the string to sign is built once per request and shared by every URL
+variant and token, and HMAC keys are derived once per :class:`Keyring`. A callback signed the usual way
+(HTTPS URL without a port, current token) costs one HMAC.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from callstate.errors import InvalidSignature
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+# A base64 HMAC-SHA1 is always 28 characters. Anything else (e.g. the 44 of an HMAC-SHA256 from a
+# Webhook SharedKey, reference 3.8, which callstate does not support) cannot match.
+_SIGNATURE_LENGTH = 28
+
+Params = Iterable[tuple[str, str]] | Mapping[str, str]
+"""Decoded form parameters: ``(name, value)`` pairs (repeated names allowed) or a plain mapping."""
+
+
+def compute_signature(token: str, url: str, params: Params = ()) -> str:
+    """Return the base64 HMAC-SHA1 that Twilio sends for ``url`` and ``params`` under ``token``.
+
+    ``url`` is signed exactly as given (no port, userinfo or fragment handling: see
+    :func:`url_variants`). For a GET or a JSON webhook pass no params.
+    """
+    mac = hmac.new(token.encode("utf-8"), _encode(url), hashlib.sha1)
+    mac.update(_params_message(params))
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def url_variants(url: str) -> tuple[str, ...]:
+    """Return the URLs a signature may have been computed over: without port, then with port.
+
+    Reference 3.2: Twilio is inconsistent about ports, so every official validator tries the URL with
+    any explicit port removed (also a non-default one), and the URL with its port (the explicit one,
+    else ``:443`` for https and ``:80`` for any other scheme). The portless form comes first because
+    Twilio signs HTTPS voice callbacks without a port. Userinfo (``user:pass@``) is dropped, since Twilio
+    drops it before signing, and so is a fragment, since HTTP clients never send one. Scheme, host
+    case, path and query string are kept byte for byte: re-encoding or re-sorting the query breaks
+    signatures (reference 3.2, yap PR #1629). A URL without ``://`` is returned alone, unchanged (it
+    can only fail to match).
+    """
+    url = url.partition("#")[0]
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return (url,)
+    authority_end = len(rest)
+    for delimiter in "/?":
+        position = rest.find(delimiter, 0, authority_end)
+        if position != -1:
+            authority_end = position
+    host = rest[:authority_end].rpartition("@")[2]
+    tail = rest[authority_end:]
+    if host.startswith("["):
+        # An IPv6 literal holds colons of its own; the port, if any, follows the closing bracket.
+        bracket = host.find("]") + 1
+        hostname, port = host[:bracket], host[bracket + 1 :]
+    else:
+        hostname, _, port = host.partition(":")
+    if not port:
+        port = "443" if scheme.lower() == "https" else "80"
+    return (f"{scheme}://{hostname}{tail}", f"{scheme}://{hostname}:{port}{tail}")
+
+
+@dataclass(frozen=True, eq=False)
+class Keyring:
+    """The auth tokens a request may be signed with, and their HMAC keys, derived once.
+
+    ``primary`` is the account's current auth token. ``previous`` is the token it replaced, accepted
+    too while a rotation settles (reference 3.8: requests in flight or retried were signed with it).
+    ``subaccounts`` maps a subaccount's AccountSid to its own auth token: Twilio signs a subaccount's
+    webhooks with that token only (reference 3.8, twilio-php #436). Every token must be non-empty
+    (``ValueError`` otherwise). The repr never shows a token.
+    """
+
+    primary: str
+    previous: str | None = None
+    subaccounts: Mapping[str, str] = field(default_factory=dict)
+    _default_keys: tuple[hmac.HMAC, ...] = field(init=False, repr=False)
+    _subaccount_keys: Mapping[str, tuple[hmac.HMAC, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tokens = [self.primary, *([] if self.previous is None else [self.previous])]
+        tokens += self.subaccounts.values()
+        if not all(tokens):
+            raise ValueError("an auth token in the keyring is empty")
+        default = (self.primary,) if self.previous in (None, self.primary) else (self.primary, self.previous)
+        # Frozen dataclass: derived fields are set once, here, through object.__setattr__.
+        object.__setattr__(self, "subaccounts", MappingProxyType(dict(self.subaccounts)))
+        object.__setattr__(self, "_default_keys", tuple(_key(token) for token in default))
+        object.__setattr__(
+            self,
+            "_subaccount_keys",
+            MappingProxyType({sid: (_key(token),) for sid, token in self.subaccounts.items()}),
+        )
+
+    def __repr__(self) -> str:
+        previous = None if self.previous is None else "'***'"
+        return f"Keyring(primary='***', previous={previous}, subaccounts={sorted(self.subaccounts)!r})"
+
+    def tokens_for(self, account_sid: str | None) -> tuple[str, ...]:
+        """Return the tokens to try for a request from ``account_sid``, in the order they are tried.
+
+        A listed subaccount gets its own token alone; anything else gets the primary token, then the
+        previous one if set.
+        """
+        if account_sid is not None and account_sid in self.subaccounts:
+            return (self.subaccounts[account_sid],)
+        if self.previous is None or self.previous == self.primary:
+            return (self.primary,)
+        return (self.primary, self.previous)
+
+    def _keys_for(self, account_sid: str | None) -> tuple[hmac.HMAC, ...]:
+        """The pre-keyed HMACs matching :meth:`tokens_for`; callers must ``.copy()`` before use."""
+        if account_sid is None:
+            return self._default_keys
+        return self._subaccount_keys.get(account_sid, self._default_keys)
+
+
+def verify(
+    keyring: Keyring,
+    url: str,
+    params: Params,
+    signature: str | None,
+    account_sid: str | None = None,
+) -> None:
+    """Check the ``X-Twilio-Signature`` of a form POST or a GET; return ``None`` if it is Twilio's.
+
+    ``url`` is the public URL Twilio called, query string as received; for a GET it carries Twilio's
+    parameters and ``params`` is empty. ``params`` are the decoded form parameters, all of them
+    (Twilio adds parameters without notice). ``signature`` is the header value, ``None`` if absent.
+    ``account_sid`` (the request's ``AccountSid``) selects the token (:meth:`Keyring.tokens_for`);
+    choosing it from the unverified body is safe because the signature covers it.
+
+    Raises :class:`~callstate.errors.InvalidSignature` when no URL variant and token reproduce the
+    signature. The reason never holds a token or the expected signature.
+    """
+    expected = _header_bytes(signature)
+    _check(keyring._keys_for(account_sid), url, _params_message(params), expected)
+
+
+def verify_body(
+    keyring: Keyring,
+    url: str,
+    body: bytes,
+    signature: str | None,
+    account_sid: str | None = None,
+) -> None:
+    """Check a webhook with a non-form body (JSON): the URL's ``bodySHA256`` and the signature.
+
+    Reference 3.4: Twilio puts ``bodySHA256=<hex sha256 of the raw body>`` in the URL and signs the
+    URL alone. Both must hold: the signature over ``url`` (with its port variants, no params) and
+    ``sha256(body).hexdigest() == bodySHA256``. ``body`` must be the raw bytes received. Raises
+    :class:`~callstate.errors.InvalidSignature` with a reason saying which check failed.
+    """
+    expected = _header_bytes(signature)
+    claimed = _body_sha256(url)
+    if claimed is None:
+        raise InvalidSignature("URL has no bodySHA256 parameter")
+    _check(keyring._keys_for(account_sid), url, b"", expected)
+    # The signature is checked first: it is the cheaper of the two for a body of any size.
+    if not hmac.compare_digest(hashlib.sha256(body).hexdigest().encode("ascii"), _encode(claimed)):
+        raise InvalidSignature("body does not match its bodySHA256")
+
+
+def _key(token: str) -> hmac.HMAC:
+    """An HMAC-SHA1 keyed with ``token``; ``.copy()`` clones it without re-deriving the key pads."""
+    return hmac.new(token.encode("utf-8"), digestmod=hashlib.sha1)
+
+
+def _encode(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (never in text Twilio signed) must make the check fail, not raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _params_message(params: Params) -> bytes:
+    """The parameter part of the string to sign: ``name + value`` for each pair, sorted, deduplicated.
+
+    Sorting the distinct ``(name, value)`` tuples orders by name, then by value, both in code-point
+    order (= UTF-8 byte order, "Unix-style case-sensitive", reference 3.1), and drops a value repeated
+    under the same name: twilio-python's ``for name in sorted(set(params)): for value in
+    sorted(set(values))`` and twilio-node (reference 3.5, vector #6). Sorting by ``name + value`` would
+    be wrong (reference 3.5, vector #15).
+    """
+    pairs = params.items() if isinstance(params, Mapping) else params
+    return _encode("".join([name + value for name, value in sorted(set(pairs))]))
+
+
+def _header_bytes(signature: str | None) -> bytes:
+    """The header value as bytes for a constant-time compare, or the reason it cannot match."""
+    if signature is None:
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is missing")
+    if not signature:
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is empty")
+    if len(signature) != _SIGNATURE_LENGTH:
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is not a base64 HMAC-SHA1")
+    return _encode(signature)
+
+
+def _check(keys: tuple[hmac.HMAC, ...], url: str, params_message: bytes, signature: bytes) -> None:
+    """Accept if some URL variant under some key reproduces ``signature``; else raise.
+
+    Returning at the first match reveals only which variant matched, never anything about the
+    expected value; each comparison itself is constant-time.
+    """
+    for variant in url_variants(url):
+        message_start = _encode(variant)
+        for key in keys:
+            mac = key.copy()
+            mac.update(message_start)
+            mac.update(params_message)
+            if hmac.compare_digest(base64.b64encode(mac.digest()), signature):
+                return
+    raise InvalidSignature("signature does not match")
+
+
+def _body_sha256(url: str) -> str | None:
+    """The first ``bodySHA256`` value of the URL's query, as the official libraries take it."""
+    query = url.partition("#")[0].partition("?")[2]
+    for segment in query.split("&"):
+        name, _, value = segment.partition("=")
+        if name == "bodySHA256":
+            return value
+    return None

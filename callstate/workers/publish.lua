@@ -1,0 +1,75 @@
+-- Publish new call versions to the global indexes and the change stream, idempotently.
+-- All keys share the {callstate} hash tag.
+-- KEYS[1] published hash, KEYS[2] recent zset, KEYS[3] active zset, KEYS[4] changes stream,
+-- KEYS[5..14] the status zsets, in the order of callstate.workers.store.STATUSES.
+-- ARGV[1] the stream's MINID (ms): entries older than the retention are trimmed.
+-- Then one group of five per call: CallSid, version, status, final (0|1), score (Unix seconds).
+--
+-- A version newer than the published one updates the indexes and adds a stream entry; an older
+-- one (a worker that committed v but published after another published v+1) only adds its
+-- stream entry, so every change has one; the published version itself is a repeat: nothing.
+-- Returns the number of stream entries added.
+local statuses = {'queued', 'initiated', 'ringing', 'in-progress', 'completed', 'busy', 'failed',
+                  'no-answer', 'canceled', 'none'}
+local status_key = {}
+for i, name in ipairs(statuses) do
+  status_key[name] = KEYS[4 + i]
+end
+
+local count = (#ARGV - 1) / 5
+local sids = {}
+for i = 0, count - 1 do
+  sids[i + 1] = ARGV[2 + i * 5]
+end
+local current = redis.call('HMGET', KEYS[1], unpack(sids))
+
+local recent, active_add, active_rem, published = {}, {}, {}, {}
+local status_add, status_rem = {}, {}
+local function push(groups, key, ...)
+  local list = groups[key]
+  if not list then
+    list = {}
+    groups[key] = list
+  end
+  for _, value in ipairs({...}) do
+    list[#list + 1] = value
+  end
+end
+
+local added = 0
+for i = 0, count - 1 do
+  local sid, version = ARGV[2 + i * 5], tonumber(ARGV[3 + i * 5])
+  local status, final, score = ARGV[4 + i * 5], ARGV[5 + i * 5], ARGV[6 + i * 5]
+  local seen_version, seen_status = 0, nil
+  if current[i + 1] then
+    local sep = string.find(current[i + 1], ':', 1, true)
+    seen_version = tonumber(string.sub(current[i + 1], 1, sep - 1))
+    seen_status = string.sub(current[i + 1], sep + 1)
+  end
+  if version ~= seen_version then
+    redis.call('XADD', KEYS[4], 'MINID', '~', ARGV[1], '*',
+               'call', sid, 'version', version, 'status', status, 'final', final)
+    added = added + 1
+  end
+  if version > seen_version then
+    if seen_status and seen_status ~= status and status_key[seen_status] then
+      push(status_rem, status_key[seen_status], sid)
+    end
+    push(status_add, status_key[status], score, sid)
+    push(recent, 'x', score, sid)
+    if final == '1' then
+      push(active_rem, 'x', sid)
+    else
+      push(active_add, 'x', score, sid)
+    end
+    push(published, 'x', sid, version .. ':' .. status)
+  end
+end
+
+for key, members in pairs(status_rem) do redis.call('ZREM', key, unpack(members)) end
+for key, members in pairs(status_add) do redis.call('ZADD', key, unpack(members)) end
+if recent.x then redis.call('ZADD', KEYS[2], unpack(recent.x)) end
+if active_rem.x then redis.call('ZREM', KEYS[3], unpack(active_rem.x)) end
+if active_add.x then redis.call('ZADD', KEYS[3], unpack(active_add.x)) end
+if published.x then redis.call('HSET', KEYS[1], unpack(published.x)) end
+return added

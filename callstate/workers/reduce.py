@@ -1,0 +1,391 @@
+"""Reconciliation: the state of one call as a pure function of the set of its events.
+
+:func:`reduce` takes every stored event of a call (its call-progress and recording callbacks, and the
+terminal observations of the REST sweep) and returns the :class:`CallState` that DESIGN section 3
+documents. No I/O, no clock: the result depends only on the SET of distinct events, never on their
+order or on how many times one was delivered, so any worker that reduces the same set writes the
+same bytes. Every choice below is therefore made by a total order over events whose last key is the
+event's canonical bytes (distinct events never share them).
+
+Nothing in an event's parameters can make this module raise: Twilio adds parameters and values
+without notice, and a value we cannot read becomes ``null``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from callstate.event import Event, parse_sequence_number, parse_timestamp
+
+#: Call status rank (DESIGN section 3). Unknown or missing statuses rank below ``queued`` and never
+#: decide the call's status.
+CALL_STATUS_RANK: Final[Mapping[str, int]] = {
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "completed": 4,
+    "busy": 4,
+    "failed": 4,
+    "no-answer": 4,
+    "canceled": 4,
+}
+TERMINAL_STATUSES: Final = frozenset(s for s, rank in CALL_STATUS_RANK.items() if rank == 4)
+_UNKNOWN_RANK: Final = -1
+
+#: Recording status rank: ``in-progress`` < ``completed`` | ``absent`` | ``failed``; anything else
+#: (REST-only values such as ``paused``, or a missing status) below them.
+_RECORDING_STATUS_RANK: Final[Mapping[str, int]] = {
+    "in-progress": 1,
+    "completed": 2,
+    "absent": 2,
+    "failed": 2,
+}
+
+#: Call parameters taken from the greatest call event that carries a non-empty value.
+_CARRIED: Final = ("AccountSid", "ParentCallSid", "Direction", "From", "To", "AnsweredBy")
+
+#: Twilio's own ``Timestamp`` shape; anything else goes through :func:`parse_timestamp`. The year
+#: starts with 1-9 because the generic parser reads years below 100 as two-digit years.
+_TWILIO_TIME: Final = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"([1-9]\d{3}) (\d\d):(\d\d):(\d\d) [+-]0000"
+)
+_MONTHS: Final = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+_NO_TIME: Final = float("-inf")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a missing time after the None test
+
+
+@dataclass(frozen=True, slots=True)
+class CallEventEntry:
+    """One distinct call event as listed in the state's ``events``."""
+
+    sequence_number: int | None
+    status: str | None
+    timestamp: datetime | None
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sequence_number": self.sequence_number,
+            "status": self.status,
+            "timestamp": _iso(self.timestamp),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallEventEntry:
+        return cls(
+            data.get("sequence_number"),
+            data.get("status"),
+            _from_iso(data.get("timestamp")),
+            data.get("source", "twilio"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One recording of the call (one ``RecordingSid``), reconciled from its callbacks."""
+
+    sid: str
+    status: str | None
+    url: str | None
+    duration: int | None
+    channels: int | None
+    source: str | None
+    track: str | None
+    start_time: datetime | None
+    error_code: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "status": self.status,
+            "url": self.url,
+            "duration": self.duration,
+            "channels": self.channels,
+            "source": self.source,
+            "track": self.track,
+            "start_time": _iso(self.start_time),
+            "error_code": self.error_code,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recording:
+        return cls(
+            data["sid"],
+            data.get("status"),
+            data.get("url"),
+            data.get("duration"),
+            data.get("channels"),
+            data.get("source"),
+            data.get("track"),
+            _from_iso(data.get("start_time")),
+            data.get("error_code"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    """The reconciled call of DESIGN section 3. ``from_`` is the JSON key ``from``."""
+
+    sid: str
+    account_sid: str | None
+    parent_call_sid: str | None
+    direction: str | None
+    from_: str | None
+    to: str | None
+    status: str | None
+    final: bool
+    duration: int | None
+    sip_response_code: int | None
+    answered_by: str | None
+    sequence_number: int | None
+    events: tuple[CallEventEntry, ...]
+    recordings: tuple[Recording, ...]
+    updated_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON object, keys in the documented order."""
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "parent_call_sid": self.parent_call_sid,
+            "direction": self.direction,
+            "from": self.from_,
+            "to": self.to,
+            "status": self.status,
+            "final": self.final,
+            "duration": self.duration,
+            "sip_response_code": self.sip_response_code,
+            "answered_by": self.answered_by,
+            "sequence_number": self.sequence_number,
+            "events": [entry.to_dict() for entry in self.events],
+            "recordings": [recording.to_dict() for recording in self.recordings],
+            "updated_at": _iso(self.updated_at),
+        }
+
+    def to_json(self) -> bytes:
+        """Compact JSON; the same state always gives the same bytes (the store compares them)."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallState:
+        """Inverse of :meth:`to_dict`. Keys it does not know are ignored (fields may be added)."""
+        return cls(
+            sid=data["sid"],
+            account_sid=data.get("account_sid"),
+            parent_call_sid=data.get("parent_call_sid"),
+            direction=data.get("direction"),
+            from_=data.get("from"),
+            to=data.get("to"),
+            status=data.get("status"),
+            final=bool(data.get("final", False)),
+            duration=data.get("duration"),
+            sip_response_code=data.get("sip_response_code"),
+            answered_by=data.get("answered_by"),
+            sequence_number=data.get("sequence_number"),
+            events=tuple(CallEventEntry.from_dict(entry) for entry in data.get("events", ())),
+            recordings=tuple(Recording.from_dict(entry) for entry in data.get("recordings", ())),
+            updated_at=_from_iso(data.get("updated_at")),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CallState:
+        """Inverse of :meth:`to_json` (the read path)."""
+        return cls.from_dict(orjson.loads(raw))
+
+
+class _Seen:
+    """One distinct event with the facts reduction needs, each parsed once."""
+
+    __slots__ = ("canonical", "event", "fields", "rank", "seq", "time", "time_key")
+
+    def __init__(self, event: Event, fields: dict[str, str], canonical: bytes) -> None:
+        self.event = event
+        self.fields = fields
+        self.canonical = canonical
+        self.seq: int | None = None
+        self.rank = _UNKNOWN_RANK
+        self.time: datetime | None = None
+        self.time_key = _NO_TIME
+
+
+def reduce(call_sid: str, events: Iterable[Event]) -> CallState:
+    """The reconciled state of call ``call_sid`` from its call and recording events.
+
+    Events of another call, recording events without a ``RecordingSid`` and events of an unknown kind
+    are ignored. Duplicates (equal canonical content) count once; distinct events sharing an identity
+    (:meth:`Event.identity`) are resolved to the one with the smallest canonical bytes.
+    """
+    by_identity: dict[tuple[Any, ...], _Seen] = {}
+    for event in set(events):
+        # Event.fields() (the first value of a repeated name wins), at C speed.
+        fields = dict(reversed(event.params))
+        if fields.get("CallSid") != call_sid:
+            continue
+        canonical = event.canonical()
+        # Mirrors Event.identity() without re-reading the params.
+        if event.kind == "call":
+            seq = parse_sequence_number(fields.get("SequenceNumber"))
+            key: tuple[Any, ...] = (
+                ("~", canonical) if seq is None else ("c", seq, fields.get("CallStatus") or "")
+            )
+        elif event.kind == "recording" and fields.get("RecordingSid"):
+            key = ("r", fields["RecordingSid"], fields.get("RecordingStatus") or "")
+        else:
+            continue
+        kept = by_identity.get(key)
+        if kept is None or canonical < kept.canonical:
+            by_identity[key] = _Seen(event, fields, canonical)
+
+    calls: list[_Seen] = []
+    recordings: dict[str, list[_Seen]] = {}
+    for seen in by_identity.values():
+        if seen.event.kind == "call":
+            _read_call_facts(seen)
+            calls.append(seen)
+        else:
+            status = seen.fields.get("RecordingStatus")
+            seen.rank = _RECORDING_STATUS_RANK.get(status, 0) if status else 0
+            recordings.setdefault(seen.fields["RecordingSid"], []).append(seen)
+    return _call_state(call_sid, calls, recordings)
+
+
+def _read_call_facts(seen: _Seen) -> None:
+    fields = seen.fields
+    seen.seq = parse_sequence_number(fields.get("SequenceNumber"))
+    status = fields.get("CallStatus")
+    if status:
+        seen.rank = CALL_STATUS_RANK.get(status, _UNKNOWN_RANK)
+    seen.time = _parse_time(fields.get("Timestamp"))
+    if seen.time is not None:
+        seen.time_key = seen.time.timestamp()
+
+
+def _call_state(call_sid: str, calls: list[_Seen], recordings: dict[str, list[_Seen]]) -> CallState:
+    # Greatest first by (rank, SequenceNumber, Timestamp, canonical bytes); missing values lowest.
+    ordered = sorted(
+        calls,
+        key=lambda s: (s.rank, -1 if s.seq is None else s.seq, s.time_key, s.canonical),
+        reverse=True,
+    )
+    winner = ordered[0] if ordered and ordered[0].rank != _UNKNOWN_RANK else None
+    status = winner.fields["CallStatus"] if winner is not None else None
+    final = status in TERMINAL_STATUSES
+    carried = {name: _first_carried(ordered, name) for name in _CARRIED}
+    account_sid = carried["AccountSid"]
+    reduced_recordings = sorted(
+        (_recording(sid, seen) for sid, seen in recordings.items()),
+        key=lambda r: (r.start_time is None, r.start_time or _EPOCH, r.sid),
+    )
+    if account_sid is None:
+        every = [seen for group in recordings.values() for seen in group]
+        every.sort(key=lambda s: (s.rank, s.canonical), reverse=True)
+        account_sid = _first_carried(every, "AccountSid")
+    sequence_numbers = [s.seq for s in calls if s.seq is not None]
+    times = [s.time for s in calls if s.time is not None]
+    listed = sorted(
+        calls,
+        key=lambda s: (s.seq is None, s.seq or 0, s.rank, s.time_key, s.canonical),
+    )
+    return CallState(
+        sid=call_sid,
+        account_sid=account_sid,
+        parent_call_sid=carried["ParentCallSid"],
+        direction=carried["Direction"],
+        from_=carried["From"],
+        to=carried["To"],
+        status=status,
+        final=final,
+        duration=_int(winner.fields.get("CallDuration")) if final and winner else None,
+        sip_response_code=_int(winner.fields.get("SipResponseCode")) if final and winner else None,
+        answered_by=carried["AnsweredBy"],
+        sequence_number=max(sequence_numbers, default=None),
+        events=tuple(
+            CallEventEntry(s.seq, s.fields.get("CallStatus") or None, s.time, s.event.source) for s in listed
+        ),
+        recordings=tuple(reduced_recordings),
+        updated_at=max(times, default=None),
+    )
+
+
+def _recording(sid: str, group: list[_Seen]) -> Recording:
+    """One recording: each field from the greatest of its events (by status rank) that carries it."""
+    group.sort(key=lambda s: (s.rank, s.canonical), reverse=True)
+    status = _first_carried(group, "RecordingStatus")
+    return Recording(
+        sid=sid,
+        status=status,
+        url=_first_carried(group, "RecordingUrl"),
+        duration=_int(_first_carried(group, "RecordingDuration")),
+        channels=_int(_first_carried(group, "RecordingChannels")),
+        source=_first_carried(group, "RecordingSource"),
+        track=_first_carried(group, "RecordingTrack"),
+        start_time=_parse_time(_first_carried(group, "RecordingStartTime")),
+        error_code=_int(_first_carried(group, "ErrorCode")),
+    )
+
+
+def _first_carried(ordered: list[_Seen], name: str) -> str | None:
+    for seen in ordered:
+        value = seen.fields.get(name)
+        if value:
+            return value
+    return None
+
+
+def _int(value: str | None) -> int | None:
+    """A non-negative decimal integer, or ``None``. The 18-digit cap keeps the value inside a signed
+    64-bit integer, the largest orjson serializes."""
+    if value and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """:func:`parse_timestamp`, with a fast path for Twilio's own shape (reduce runs per job)."""
+    return _parse_time_cached(value) if value else None
+
+
+# A worker reduces the same call again at each of its events, so the same few strings come back.
+@functools.lru_cache(maxsize=4096)
+def _parse_time_cached(value: str) -> datetime | None:
+    match = _TWILIO_TIME.fullmatch(value)
+    if match is not None:
+        day, month, year, hour, minute, second = match.groups()
+        try:
+            return datetime(
+                int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
+            )
+        except ValueError:
+            pass  # e.g. 31 Feb: the generic parser decides (it answers None).
+    try:
+        return parse_timestamp(value)
+    except OverflowError:
+        # A date near year 1 or 9999 whose offset moves it out of range; parse_timestamp lets the
+        # error out of its astimezone() call.
+        return None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with ``Z`` (seconds: Twilio's times have no fraction)."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)

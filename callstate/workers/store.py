@@ -1,0 +1,226 @@
+"""The store: events in, reconciled state out, in Redis (layout in callstate.keys).
+
+:meth:`Store.apply` takes a batch of events and, per call:
+
+1. adds them to the call's event set (a hash keyed by :meth:`Event.store_key`; a duplicate
+   changes nothing) and reads the set back with the stored state, pipelined for the whole batch;
+2. reduces the set to a state (pure: :func:`callstate.workers.reduce.reduce`);
+3. writes the state only if it changed, with a compare-and-set on the call's version (a Lua script
+   that touches only that call's keys), retrying the calls whose version moved under it;
+4. publishes every new version to the global indexes and the change stream with one script per
+   batch that skips versions already published.
+
+Why it is safe with any number of workers, any order and any repeats: the event set only grows;
+a state is written only over the version it was computed from, so a write based on a stale read
+fails and is recomputed from a fresher read; the last successful write was computed from a set that
+includes every event whose writer saw no change. Step 4 is idempotent and ordered by version, and
+the ``published`` hash is the outbox: a version written but never published (a worker died between
+3 and 4) is published by the next job that touches the call, or by the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Final
+
+import orjson
+from redis import Redis
+
+from callstate import keys
+from callstate.event import Event
+from callstate.workers.reduce import CallState, reduce
+
+logger = logging.getLogger("callstate.worker")
+
+#: Every status a call can be published under: the indexes' keys are declared to Redis up front
+#: (Cluster wants a script's keys named), and unknown statuses never win (DESIGN section 3).
+STATUSES: Final = (
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+    "none",
+)
+
+#: A call whose version keeps moving under us this many times in one job is left to a retry.
+MAX_CAS_ROUNDS: Final = 20
+
+
+class ConflictError(RuntimeError):
+    """The compare-and-set kept losing; the job fails and RQ retries it (it is idempotent)."""
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What one :meth:`Store.apply` did, for the job's log line and for tests."""
+
+    events: int = 0
+    calls: int = 0
+    new_events: int = 0
+    changed: list[str] = field(default_factory=list)
+    published: int = 0
+    conflicts: int = 0
+    orphan_recordings: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    events: list[Event]
+    state: bytes | None
+    version: int
+
+
+def _script(name: str) -> str:
+    return files("callstate.workers").joinpath(name).read_text()
+
+
+class Store:
+    """The Redis-backed reconciler. Cheap to build; one per worker process."""
+
+    def __init__(self, redis: Redis, retention_seconds: int) -> None:
+        self.redis = redis
+        self.retention = retention_seconds
+        self._commit = redis.register_script(_script("commit.lua"))
+        self._publish = redis.register_script(_script("publish.lua"))
+
+    def write_schema_version(self) -> None:
+        self.redis.set(keys.SCHEMA, keys.SCHEMA_VERSION)
+
+    def apply(self, events: Iterable[Event]) -> ApplyResult:
+        """Add ``events`` to the store and bring every touched call up to date. Idempotent."""
+        result = ApplyResult()
+        by_call: dict[str, list[Event]] = defaultdict(list)
+        orphans: list[Event] = []
+        for event in events:
+            result.events += 1
+            sid = event.call_sid
+            if sid is None:
+                orphans.append(event)
+            else:
+                by_call[sid].append(event)
+        if orphans:
+            self._store_orphans(orphans)
+            result.orphan_recordings = len(orphans)
+        if not by_call:
+            return result
+        result.calls = len(by_call)
+
+        reads, published, result.new_events = self._add_and_read(by_call)
+        to_publish: dict[str, tuple[int, CallState]] = {}
+        pending = set(by_call)
+        for _ in range(MAX_CAS_ROUNDS):
+            states = {sid: reduce(sid, reads[sid].events) for sid in pending}
+            for sid in pending:
+                # Outbox: a version written but never published (its worker died) goes out now.
+                read = reads[sid]
+                if read.state is not None and read.version > published.get(sid, 0):
+                    to_publish[sid] = (read.version, CallState.from_json(read.state))
+            encoded = {sid: state.to_json() for sid, state in states.items()}
+            writes = {sid: raw for sid, raw in encoded.items() if raw != reads[sid].state}
+            won = self._commit_states(writes, reads, states)
+            for sid, version in won.items():
+                to_publish[sid] = (version, states[sid])
+                result.changed.append(sid)
+            pending = set(writes) - set(won)
+            if not pending:
+                break
+            result.conflicts += len(pending)
+            reads = {**reads, **self._read(pending)}
+        else:
+            raise ConflictError(f"{len(pending)} calls kept changing under this job")
+
+        if to_publish:
+            result.published = self._publish_versions(to_publish)
+        return result
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _add_and_read(self, by_call: dict[str, list[Event]]) -> tuple[dict[str, _Read], dict[str, int], int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, events in by_call.items():
+            pipe.hset(keys.events(sid), mapping={e.store_key(): e.canonical() for e in events})
+            pipe.hgetall(keys.events(sid))
+            pipe.hmget(keys.call(sid), "state", "version")
+        sids = list(by_call)
+        pipe.hmget(keys.PUBLISHED, sids)
+        replies = pipe.execute()
+        new_events = sum(replies[0:-1:3])
+        reads = {sid: self._parse_read(replies[3 * i + 1], replies[3 * i + 2]) for i, sid in enumerate(sids)}
+        published = {
+            sid: int(raw.split(b":", 1)[0])
+            for sid, raw in zip(sids, replies[-1], strict=True)
+            if raw is not None
+        }
+        return reads, published, new_events
+
+    def _read(self, sids: Iterable[str]) -> dict[str, _Read]:
+        pipe = self.redis.pipeline(transaction=False)
+        order = list(sids)
+        for sid in order:
+            pipe.hgetall(keys.events(sid))
+            pipe.hmget(keys.call(sid), "state", "version")
+        replies = pipe.execute()
+        return {sid: self._parse_read(replies[2 * i], replies[2 * i + 1]) for i, sid in enumerate(order)}
+
+    @staticmethod
+    def _parse_read(raw_events: dict[bytes, bytes], call: list[bytes | None]) -> _Read:
+        state, version = call
+        return _Read(
+            events=[Event.from_canonical(raw) for raw in raw_events.values()],
+            state=state,
+            version=int(version) if version is not None else 0,
+        )
+
+    def _commit_states(
+        self, writes: dict[str, bytes], reads: dict[str, _Read], states: dict[str, CallState]
+    ) -> dict[str, int]:
+        """Compare-and-set each state over the version it was computed from; the winners."""
+        if not writes:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        order = list(writes)
+        for sid in order:
+            read = reads[sid]
+            # TTLs are set when a call appears and again when it becomes final: enough to expire
+            # every call `retention` after its last meaningful change, at no cost per event.
+            was_final = read.state is not None and orjson.loads(read.state)["final"]
+            ttl = self.retention if read.state is None or states[sid].final != was_final else 0
+            self._commit(
+                keys=[keys.call(sid), keys.events(sid)],
+                args=[read.version, writes[sid], ttl],
+                client=pipe,
+            )
+        won: dict[str, int] = {}
+        for sid, version in zip(order, pipe.execute(), strict=True):
+            if version >= 0:
+                won[sid] = int(version)
+        return won
+
+    def _publish_versions(self, entries: dict[str, tuple[int, CallState]]) -> int:
+        now = time.time()
+        args: list[str | int | float] = [int((now - self.retention) * 1000)]
+        for sid, (version, state) in entries.items():
+            score = state.updated_at.timestamp() if state.updated_at is not None else now
+            args += [sid, version, state.status or "none", int(state.final), score]
+        script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.CHANGES]
+        script_keys += [keys.by_status(status) for status in STATUSES]
+        return int(self._publish(keys=script_keys, args=args))
+
+    def _store_orphans(self, events: Sequence[Event]) -> None:
+        """Recording callbacks naming no call (conference recordings) are kept, per recording."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            key = keys.orphan_recording(event.recording_sid or "unknown")
+            pipe.hset(key, event.store_key(), event.canonical())
+            pipe.expire(key, self.retention)
+        pipe.execute()

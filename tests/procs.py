@@ -1,0 +1,99 @@
+"""Run the Procfile's real processes (``callstate web``, ``callstate worker``) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def procfile() -> dict[str, list[str]]:
+    """Process type -> argv, read from the repository's Procfile."""
+    commands: dict[str, list[str]] = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() and not name.startswith("#"):
+            commands[name.strip()] = shlex.split(command)
+    return commands
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    """The test's environment for a child: the venv first on PATH, JSON logs."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CALLSTATE_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["LOG_FORMAT"] = "json"
+    env.update(overrides)
+    return env
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Process:
+    """One child process with its output in a log file under ``directory``."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], directory: Path) -> None:
+        self.name = name
+        self.log_path = directory / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            argv, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.alive():
+            self.popen.send_signal(sig)
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait()
+        self._log.close()
+        return code
+
+
+def start_web(env: Mapping[str, str], directory: Path, port: int) -> Process:
+    web = Process("web", procfile()["web"], env, directory)
+
+    def ready() -> bool:
+        if not web.alive():
+            raise AssertionError(f"web exited:\n{web.output()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, what="the web process")
+    return web
+
+
+def start_worker(env: Mapping[str, str], directory: Path, name: str = "worker") -> Process:
+    worker = Process(name, procfile()["worker"], env, directory)
+    wait_until(lambda: '"worker_start"' in worker.output() or not worker.alive(), what="worker")
+    if not worker.alive():
+        raise AssertionError(f"worker exited:\n{worker.output()}")
+    return worker

@@ -1,0 +1,160 @@
+"""The Redis-backed reconciler (callstate.workers.store) against the session's real redis-server."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, cast
+
+import pytest
+import redis
+from histories import call_histories, make_history, shuffled_with_duplicates
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callstate import keys
+from callstate.event import Event
+from callstate.workers.reduce import reduce
+from callstate.workers.store import Store
+
+RETENTION = 30 * 86_400
+
+
+def snapshot(client: redis.Redis, sid: str) -> dict[str, Any]:
+    """Everything stored about one call, in a comparable form."""
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.CHANGES))
+    changes = [fields for _, fields in entries if fields[b"call"] == sid.encode()]
+    return {
+        "call": client.hgetall(keys.call(sid)),
+        "events": client.hgetall(keys.events(sid)),
+        "published": client.hget(keys.PUBLISHED, sid),
+        "last_change": changes[-1] if changes else None,
+        "changes": len(changes),
+    }
+
+
+def in_batches(events: list[Event], sizes: list[int]) -> list[list[Event]]:
+    batches, start = [], 0
+    for size in sizes:
+        if start >= len(events):
+            break
+        batches.append(events[start : start + size])
+        start += size
+    if start < len(events):
+        batches.append(events[start:])
+    return batches
+
+
+class TestApply:
+    def test_state_is_the_reduction_of_the_stored_events(self, redis_client: redis.Redis) -> None:
+        """After apply, the stored state is reduce() of the call's distinct events."""
+        sid = "CA" + "1" * 32
+        events = make_history(random.Random(1), sid)
+        Store(redis_client, RETENTION).apply(events)
+        stored = redis_client.hget(keys.call(sid), "state")
+        assert stored == reduce(sid, events).to_json()
+
+    def test_applying_the_same_batch_twice_changes_nothing(self, redis_client: redis.Redis) -> None:
+        """A job that runs twice leaves the store as one run did: no new version, no stream entry."""
+        sid = "CA" + "2" * 32
+        events = make_history(random.Random(2), sid)
+        store = Store(redis_client, RETENTION)
+        first = store.apply(events)
+        before = snapshot(redis_client, sid)
+        second = store.apply(events)
+        assert first.changed == [sid]
+        assert second.changed == []
+        assert second.new_events == 0
+        assert snapshot(redis_client, sid) == before
+
+    def test_one_stream_entry_per_change_and_none_for_a_duplicate(self, redis_client: redis.Redis) -> None:
+        """Each event applied alone that changes the state adds exactly one stream entry."""
+        sid = "CA" + "3" * 32
+        events = make_history(random.Random(3), sid)
+        store = Store(redis_client, RETENTION)
+        for event in events:
+            store.apply([event])
+            store.apply([event])
+        version = int(redis_client.hget(keys.call(sid), "version") or 0)
+        assert snapshot(redis_client, sid)["changes"] == version
+        assert version <= len(events)
+
+    def test_indexes_follow_the_state(self, redis_client: redis.Redis) -> None:
+        """A final call leaves the active index and is counted under its status."""
+        sid = "CA" + "4" * 32
+        events = make_history(random.Random(4), sid)
+        Store(redis_client, RETENTION).apply(events)
+        state = reduce(sid, events)
+        status = state.status or "none"
+        assert redis_client.zscore(keys.RECENT, sid) is not None
+        assert (redis_client.zscore(keys.ACTIVE, sid) is None) == state.final
+        assert redis_client.zscore(keys.by_status(status), sid) is not None
+        others = [s for s in ("ringing", "in-progress", "completed") if s != status]
+        assert all(redis_client.zscore(keys.by_status(s), sid) is None for s in others)
+
+    def test_keys_expire_after_the_retention(self, redis_client: redis.Redis) -> None:
+        """Every key of a call carries a TTL no longer than the retention."""
+        sid = "CA" + "5" * 32
+        Store(redis_client, RETENTION).apply(make_history(random.Random(5), sid))
+        for key in (keys.call(sid), keys.events(sid)):
+            assert 0 < redis_client.ttl(key) <= RETENTION
+
+    def test_a_missed_publish_is_done_by_the_next_job(
+        self, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Outbox: a worker that died after the write and before publishing is caught up later."""
+        sid = "CA" + "6" * 32
+        events = make_history(random.Random(6), sid)
+        store = Store(redis_client, RETENTION)
+
+        def die(*args: object) -> int:
+            raise ConnectionError("worker died")
+
+        monkeypatch.setattr(store, "_publish_versions", die)
+        with pytest.raises(ConnectionError):
+            store.apply(events)
+        assert redis_client.hget(keys.PUBLISHED, sid) is None
+        monkeypatch.undo()
+        result = store.apply(events[:1])
+        assert result.published == 1
+        version = cast(bytes, redis_client.hget(keys.call(sid), "version"))
+        published = cast(bytes, redis_client.hget(keys.PUBLISHED, sid))
+        assert published.split(b":")[0] == version
+
+    def test_recording_without_call_is_kept_by_recording(self, redis_client: redis.Redis) -> None:
+        """A recording callback naming no call is stored under its RecordingSid."""
+        sid = "RE" + "7" * 32
+        event = Event.create("recording", [("RecordingSid", sid), ("RecordingStatus", "completed")])
+        result = Store(redis_client, RETENTION).apply([event])
+        assert result.orphan_recordings == 1
+        assert redis_client.hlen(keys.orphan_recording(sid)) == 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), history=call_histories())
+def test_any_order_any_duplicates_any_batching_same_store(
+    redis_client: redis.Redis, data: st.DataObject, history: tuple[str, list[Event]]
+) -> None:
+    """The stored call, its events and its last change-stream entry are byte-identical whatever
+    the order, the duplicates and the batching of the same events."""
+    sid, events = history
+    store = Store(redis_client, RETENTION)
+    redis_client.flushall()
+    store.apply(events)
+    expected = snapshot(redis_client, sid)
+
+    redis_client.flushall()
+    delivered = data.draw(shuffled_with_duplicates(events))
+    sizes = data.draw(st.lists(st.integers(1, 4), max_size=len(delivered)))
+    for batch in in_batches(delivered, sizes):
+        store.apply(batch)
+    got = snapshot(redis_client, sid)
+    assert got["call"].get(b"state") == expected["call"].get(b"state")
+    assert got["events"] == expected["events"]
+
+    def last(snap: dict[str, Any]) -> tuple[bytes, bytes] | None:
+        change = snap["last_change"]
+        return None if change is None else (change[b"status"], change[b"final"])
+
+    assert last(got) == last(expected)
+    # One entry per change: as many entries as versions, none for a duplicate.
+    assert got["changes"] == int(got["call"].get(b"version", 0))
