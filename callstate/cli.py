@@ -3,6 +3,9 @@
 ``callstate web``     the receiver and read API (uvicorn)
 ``callstate worker``  RQ workers reconciling events into the store
 ``callstate token``   print a read token for the read API
+``callstate sweep``   once: ask Twilio about stuck calls, prune expired index entries
+``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
+``callstate replay CALLSID... | --all``  recompute calls from their stored events
 
 A configuration error is one line naming the variable and exit status 2, never a traceback.
 """
@@ -56,6 +59,52 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.twilioapi import TwilioAPI  # noqa: PLC0415
+    from callstate.workers.sweep import sweep_once  # noqa: PLC0415
+
+    logs.configure(settings.log_format)
+    if sweep_once(settings, api=TwilioAPI.from_settings(settings)) is None:
+        print("callstate: another sweep is running", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
+def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError  # noqa: PLC0415
+    from rq.registry import FailedJobRegistry  # noqa: PLC0415
+
+    from callstate.jobqueue import make_queue  # noqa: PLC0415
+    from callstate.workers.runner import connect  # noqa: PLC0415
+
+    logs.configure(settings.log_format)
+    queue = make_queue(connect(settings), settings.queue_name)
+    registry = FailedJobRegistry(queue=queue)
+    requeued = 0
+    for job_id in registry.get_job_ids():
+        try:
+            registry.requeue(job_id)
+        except (InvalidJobOperation, NoSuchJobError):
+            continue  # requeued by someone else meanwhile, or expired
+        requeued += 1
+    print(f"requeued {requeued} failed job(s) onto {settings.queue_name}")  # noqa: T201
+    return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.workers.replay import replay  # noqa: PLC0415
+    from callstate.workers.runner import connect  # noqa: PLC0415
+    from callstate.workers.store import Store  # noqa: PLC0415
+
+    if not args.all and not args.call_sids:
+        raise SystemExit("callstate replay: name CALLSIDs or pass --all")
+    logs.configure(settings.log_format)
+    store = Store(connect(settings), settings.retention_seconds)
+    calls, changed = replay(store, None if args.all else args.call_sids)
+    print(f"replayed {calls} call(s), {changed} changed")  # noqa: T201
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="callstate", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -78,6 +127,19 @@ def parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a read token for the read API")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     token.set_defaults(run=_token)
+
+    sweep = commands.add_parser(
+        "sweep", help="ask Twilio about stuck calls and prune expired index entries, once"
+    )
+    sweep.set_defaults(run=_sweep)
+
+    requeue = commands.add_parser("requeue-failed", help="requeue jobs that exhausted their retries")
+    requeue.set_defaults(run=_requeue_failed)
+
+    replay = commands.add_parser("replay", help="recompute calls from their stored events")
+    replay.add_argument("call_sids", nargs="*", metavar="CALLSID")
+    replay.add_argument("--all", action="store_true", help="every call in the store")
+    replay.set_defaults(run=_replay)
     return root
 
 

@@ -23,14 +23,16 @@ from rq.job import Job
 #: Dotted path of the job function (see callstate.workers.jobs).
 APPLY_EVENTS: Final = "callstate.workers.jobs.apply_events"
 
-#: A job that raised is retried after these many seconds (RQ's scheduler runs in every worker).
-RETRY_INTERVALS: Final = (1, 5, 30, 120, 600)
+#: A job that raised, or whose worker died, is retried after these many seconds. The first retry
+#: is immediate: RQ then re-enqueues the job itself, without waiting for its scheduler, whose lock
+#: a dead worker may hold for a minute. Later ones back off (RQ's scheduler runs in every worker).
+RETRY_INTERVALS: Final = (0, 5, 30, 120, 600)
 
 #: Failed jobs stay in RQ's failed registry this long, for `callstate requeue-failed`.
 FAILURE_TTL: Final = 14 * 86_400
 
 #: A batch of events takes milliseconds; a job running this long is stuck and RQ stops it.
-JOB_TIMEOUT: Final = 120
+JOB_TIMEOUT: Final = 20
 
 
 class OrjsonSerializer:
@@ -50,14 +52,19 @@ def make_queue(connection: Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=OrjsonSerializer)
 
 
-def enqueue_events(queue: Queue, events: Sequence[dict[str, Any]], pipeline: Pipeline | None = None) -> Job:
+def enqueue_events(
+    queue: Queue,
+    events: Sequence[dict[str, Any]],
+    pipeline: Pipeline | None = None,
+    timeout: int = JOB_TIMEOUT,
+) -> Job:
     """Enqueue one job applying ``events``; returns when Redis has it (unless ``pipeline``)."""
     return queue.enqueue_call(
         APPLY_EVENTS,
         args=(list(events),),
         # RQ's default description is the repr of the arguments: phone numbers, and slow to build.
         description="apply_events",
-        timeout=JOB_TIMEOUT,
+        timeout=timeout,
         # An event queue must never drop work: no TTL while queued, no result kept after success.
         ttl=None,
         result_ttl=0,

@@ -47,12 +47,17 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     #: Group commit: the most events one RQ job carries.
     batch_max: int = 256
+    #: Seconds a job may run before RQ stops it; a dead worker's job is retried this long plus
+    #: a few seconds after it started (see callstate.workers.runner).
+    job_timeout: int = 20
     #: Seconds a Redis command may take before the request is answered 503.
     redis_timeout: float = 2.0
     #: Seconds a client should wait before retrying after a 503.
     retry_after: int = 5
     #: Non-final calls older than this (seconds since their last event) are asked about over REST.
     stuck_after: int = 30 * 60
+    #: Seconds between two sweeps (all workers together).
+    sweep_interval: int = 60
     #: At most this many REST look-ups per sweep (Twilio rate-limits the REST API).
     sweep_limit: int = 50
     account_sid: str = ""
@@ -135,8 +140,10 @@ class Settings:
             retention_days=integer("CALLSTATE_RETENTION_DAYS", 30, 1, MAX_RETENTION_DAYS),
             max_body_bytes=integer("CALLSTATE_MAX_BODY_BYTES", 64 * 1024, 1024, 1024 * 1024),
             batch_max=integer("CALLSTATE_BATCH_MAX", 256, 1, 10_000),
+            job_timeout=integer("CALLSTATE_JOB_TIMEOUT", 20, 2, 3600),
             stuck_after=integer("CALLSTATE_STUCK_AFTER", 30 * 60, 60, 30 * 86_400),
             sweep_limit=integer("CALLSTATE_SWEEP_LIMIT", 50, 0, 10_000),
+            sweep_interval=integer("CALLSTATE_SWEEP_INTERVAL", 60, 10, 3600),
             account_sid=account_sid,
             api_key_sid=get("TWILIO_API_KEY_SID") or "",
             api_key_secret=get("TWILIO_API_KEY_SECRET") or "",

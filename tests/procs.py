@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -29,7 +30,13 @@ def procfile() -> dict[str, list[str]]:
 
 def environment(**overrides: str) -> dict[str, str]:
     """The test's environment for a child: the venv first on PATH, JSON logs."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CALLSTATE_")}
+    # Nothing of the developer's own configuration: no real Twilio credentials, no settings.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CALLSTATE_", "TWILIO_"))
+        and key not in ("REDIS_URL", "SECRET_KEY", "PUBLIC_BASE_URL")
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["LOG_FORMAT"] = "json"
     env.update(overrides)
@@ -52,8 +59,15 @@ class Process:
         self.name = name
         self.log_path = directory / f"{name}.log"
         self._log = self.log_path.open("wb")
+        # A session of its own, so that SIGKILL can take down the process with its children
+        # (RQ's scheduler), as the loss of a machine would.
         self.popen = subprocess.Popen(
-            argv, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+            argv,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
         )
 
     def output(self) -> str:
@@ -66,12 +80,18 @@ class Process:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.alive():
-            self.popen.send_signal(sig)
+            if sig == signal.SIGKILL:
+                os.killpg(self.popen.pid, sig)
+            else:
+                self.popen.send_signal(sig)
         try:
             code = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             code = self.popen.wait()
+        # Nothing the process started may outlive the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
         self._log.close()
         return code
 

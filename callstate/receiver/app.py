@@ -90,7 +90,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = connect(settings)
         queue = make_queue(redis, settings.queue_name)
-        commit = GroupCommit(partial(enqueue_events, queue), max_batch=settings.batch_max)
+        writer = partial(enqueue_events, queue, timeout=settings.job_timeout)
+        commit = GroupCommit(writer, max_batch=settings.batch_max)
         app.state.redis = redis
         app.state.commit = commit
         app.state.keyring = keyring

@@ -1,51 +1,191 @@
 """The worker process: RQ workers on the events queue, with the store bound to their connection.
 
-RQ's ``SimpleWorker`` runs jobs in the worker process itself. The forking ``Worker`` isolates each
-job in a child process, which costs a fork per job (~60 jobs/s against ~235 measured on this
-machine, issue 4) and buys nothing here: a job is pure reduction plus Redis calls, and a crash
-mid-job is recovered like any other worker death (the job is idempotent).
+Process model. RQ's ``SimpleWorker`` runs jobs in the worker process itself. The forking ``Worker``
+isolates each job in a child process, which costs a fork per job (~60 jobs/s against ~235 measured
+on this machine, issue 4) and buys nothing here: a job is pure reduction plus Redis calls.
+
+Failure policy.
+
+* A worker killed mid-job (SIGKILL, OOM, a lost dyno) leaves its job in RQ's started registry.
+  RQ declares it abandoned once the job's heartbeat TTL passes and then retries it (our jobs carry
+  a ``Retry``). RQ's defaults make that ~3 minutes plus up to 10 minutes of maintenance interval;
+  :class:`EventWorker` shortens the TTL to the job timeout plus :data:`ABANDON_GRACE` and runs the
+  maintenance every :data:`MAINTENANCE_INTERVAL` seconds, so a dead worker's events are applied
+  within ``job_timeout + ~15 s`` (well under a minute with the default 20 s timeout). A job caught
+  between dequeue and start (RQ's "intermediate" list) is retried within ~35 s, where RQ would
+  wait over a minute. Running a job twice is harmless: jobs are idempotent.
+* SIGTERM (Heroku's shutdown, 30 s before SIGKILL) is RQ's warm shutdown: the current job, which
+  takes milliseconds, finishes; then the process exits 0.
+* Redis unreachable, at start or later: the worker waits and reconnects with capped exponential
+  backoff, forever, without a restart. Nothing is lost meanwhile: the queue is in Redis.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Final
 
 from redis import Redis
-from rq import SimpleWorker
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.logs import log_event
 from callstate.settings import Settings
 from callstate.workers import jobs
 from callstate.workers.store import Store
+from callstate.workers.sweep import Sweeper
 
 logger = logging.getLogger("callstate.worker")
 
+#: Seconds after a job's timeout at which a job whose worker stopped heart-beating is abandoned.
+ABANDON_GRACE: Final = 5
+#: Seconds between RQ maintenance runs (abandoned jobs are found there); RQ's default is 600.
+MAINTENANCE_INTERVAL: Final = 10
+#: Seconds a job may sit between dequeue and start before it counts as stranded by a dead worker
+#: (it normally spends microseconds there).
+STRANDED_AFTER: Final = 15
+#: RQ's worker TTL. An idle worker blocks on the queue for ``WORKER_TTL - 15`` seconds between
+#: maintenance checks (RQ's default, 420, means 405 s): 25 makes that 10 s.
+WORKER_TTL: Final = 25
+#: Reconnection backoff bounds, in seconds.
+BACKOFF_FIRST: Final = 0.5
+BACKOFF_MAX: Final = 15.0
 
-def build_worker(settings: Settings, name: str | None = None) -> SimpleWorker:
-    """A worker bound to the events queue, its store registered for the jobs it will run."""
-    redis = Redis.from_url(
+
+class EventWorker(SimpleWorker):
+    """``SimpleWorker`` whose started jobs are declared abandoned soon after their worker died,
+    and which remembers that it was asked to stop (RQ's loop exits the same way on errors)."""
+
+    stopping = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def clean_registries(self) -> None:
+        super().clean_registries()  # type: ignore[no-untyped-call]
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                try:
+                    self._rescue_stranded(queue)
+                finally:
+                    queue.release_maintenance_lock()  # type: ignore[no-untyped-call]
+
+    def _rescue_stranded(self, queue: Queue) -> None:
+        """Retry jobs stranded between dequeue and start by a worker (or Redis) that died there.
+
+        RQ moves a job to an "intermediate" list before registering it as started; a job left
+        there is retried by RQ only a minute after its maintenance first notices it. We retry it
+        :data:`STRANDED_AFTER` seconds after that first notice instead.
+        """
+        intermediate = queue.intermediate_queue
+        for job_id in intermediate.get_job_ids():
+            first_seen = intermediate.get_first_seen(job_id)
+            if job_id in queue.started_job_registry or first_seen is None:
+                continue
+            if (datetime.now(UTC) - first_seen).total_seconds() < STRANDED_AFTER:
+                continue
+            job = queue.fetch_job(job_id)
+            if job is not None:
+                self.handle_job_failure(job, queue, exc_string="stranded before start by a dead worker")
+            intermediate.remove(job_id)
+            log_event(logger, "job_rescued", logging.WARNING, job_id=job_id)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # SimpleWorker cannot heartbeat during a job (it runs it), so the TTL must cover the
+        # whole job: its timeout, plus a little. RQ adds 60 s; we add ABANDON_GRACE.
+        timeout = job.timeout if job.timeout and job.timeout > 0 else 60
+        return int(timeout) + ABANDON_GRACE
+
+
+def connect(settings: Settings) -> Redis:
+    return Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout,
+        socket_keepalive=True,
         health_check_interval=30,
     )
+
+
+def build_worker(settings: Settings, name: str | None = None) -> EventWorker:
+    """A worker bound to the events queue, its store registered for the jobs it will run.
+
+    Talks to Redis (schema version), so it raises ``RedisError`` when Redis is down.
+    """
+    redis = connect(settings)
     store = Store(redis, settings.retention_seconds)
-    jobs.bind(store)
     store.write_schema_version()
+    jobs.bind(store)
     queue = make_queue(redis, settings.queue_name)
-    return SimpleWorker(
+    return EventWorker(
         [queue],
         connection=redis,
         serializer=OrjsonSerializer,
         name=name or f"callstate.{socket.gethostname()}.{os.getpid()}",
+        maintenance_interval=MAINTENANCE_INTERVAL,
+        worker_ttl=WORKER_TTL,
     )
 
 
-def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> bool:
-    """Run one worker until SIGTERM/SIGINT (or, with ``burst``, until the queue is empty)."""
-    worker = build_worker(settings, name)
-    log_event(logger, "worker_start", worker=worker.name, queue=settings.queue_name, burst=burst)
-    # RQ logs a line per job state change; callstate logs one line per job instead.
-    return worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
+    """Work until SIGTERM/SIGINT (or, with ``burst``, until the queue is empty).
+
+    If RQ's loop gives up on a Redis error, start over after a backoff instead of exiting.
+    """
+    # The stuck-call sweep runs beside the RQ loop, in every long-running worker (it takes a
+    # lease in Redis, so the workers together sweep about once per interval).
+    sweeper = None if burst else Sweeper(settings, interval=settings.sweep_interval)
+    if sweeper is not None:
+        sweeper.start()
+    try:
+        _work(settings, burst=burst, name=name)
+    finally:
+        if sweeper is not None:
+            sweeper.stop()
+
+
+def _work(settings: Settings, *, burst: bool, name: str | None) -> None:
+    stop = threading.Event()
+    delay = BACKOFF_FIRST
+    while not stop.is_set():
+        try:
+            worker = build_worker(settings, name)
+            log_event(logger, "worker_start", worker=worker.name, queue=settings.queue_name, burst=burst)
+            worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+            if burst or worker.stopping:
+                return
+            # RQ left its loop on an error it logged (Redis went away mid-job, most likely).
+            log_event(logger, "worker_restart", logging.WARNING, worker=worker.name)
+        except RedisError as exc:
+            log_event(
+                logger,
+                "redis_unavailable",
+                logging.WARNING,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=round(delay, 1),
+            )
+        else:
+            delay = BACKOFF_FIRST
+        # RQ's signal handlers are gone outside work(); ours make the backoff interruptible.
+        _wait_or_stop(stop, delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+def _wait_or_stop(stop: threading.Event, seconds: float) -> None:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop.wait(seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -111,10 +111,24 @@ class Store:
         if orphans:
             self._store_orphans(orphans)
             result.orphan_recordings = len(orphans)
-        if not by_call:
-            return result
-        result.calls = len(by_call)
+        if by_call:
+            self._reconcile(by_call, result)
+        return result
 
+    def refresh(self, call_sids: Iterable[str]) -> ApplyResult:
+        """Recompute the state of ``call_sids`` from their stored events (``callstate replay``).
+
+        Writes only where the result differs, e.g. after a reducer fix; publishes any version that
+        was written but not published. Idempotent like :meth:`apply`.
+        """
+        result = ApplyResult()
+        by_call: dict[str, list[Event]] = {sid: [] for sid in call_sids}
+        if by_call:
+            self._reconcile(by_call, result)
+        return result
+
+    def _reconcile(self, by_call: dict[str, list[Event]], result: ApplyResult) -> None:
+        result.calls = len(by_call)
         reads, published, result.new_events = self._add_and_read(by_call)
         to_publish: dict[str, tuple[int, CallState]] = {}
         pending = set(by_call)
@@ -141,24 +155,29 @@ class Store:
 
         if to_publish:
             result.published = self._publish_versions(to_publish)
-        return result
 
     # -- steps -----------------------------------------------------------------------------
 
     def _add_and_read(self, by_call: dict[str, list[Event]]) -> tuple[dict[str, _Read], dict[str, int], int]:
         pipe = self.redis.pipeline(transaction=False)
-        for sid, events in by_call.items():
-            pipe.hset(keys.events(sid), mapping={e.store_key(): e.canonical() for e in events})
+        sids = list(by_call)
+        for sid in sids:
+            if by_call[sid]:
+                fields = [part for e in by_call[sid] for part in (e.store_key(), e.canonical())]
+                pipe.hset(keys.events(sid), items=fields)
             pipe.hgetall(keys.events(sid))
             pipe.hmget(keys.call(sid), "state", "version")
-        sids = list(by_call)
         pipe.hmget(keys.PUBLISHED, sids)
-        replies = pipe.execute()
-        new_events = sum(replies[0:-1:3])
-        reads = {sid: self._parse_read(replies[3 * i + 1], replies[3 * i + 2]) for i, sid in enumerate(sids)}
+        replies = iter(pipe.execute())
+        new_events = 0
+        reads: dict[str, _Read] = {}
+        for sid in sids:
+            if by_call[sid]:
+                new_events += next(replies)
+            reads[sid] = self._parse_read(next(replies), next(replies))
         published = {
             sid: int(raw.split(b":", 1)[0])
-            for sid, raw in zip(sids, replies[-1], strict=True)
+            for sid, raw in zip(sids, next(replies), strict=True)
             if raw is not None
         }
         return reads, published, new_events

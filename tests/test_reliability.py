@@ -1,0 +1,244 @@
+"""Faults with real processes: workers killed mid-job, Redis killed and restarted, Redis absent at
+start, failed jobs, replay. Each test counts that every acknowledged event reached the store."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2 as httpx
+import orjson
+import pytest
+import redis
+from histories import make_history
+from procs import Process, environment, procfile, start_web, start_worker, wait_until
+from redisserver import RedisServer, free_port
+from rq import Queue
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from twiliosign import TOKEN, call_params, call_sid, form_request
+
+from callstate import keys
+from callstate.event import Event
+from callstate.jobqueue import OrjsonSerializer, enqueue_events, make_queue
+from callstate.workers.reduce import reduce
+from callstate.workers.store import Store
+
+RETENTION = 86_400
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, AOF fsync'd on every write as deploy/redis.conf has it,
+    which the test may kill and restart."""
+    server = RedisServer(tmp_path / "redis", appendfsync="always")
+    server.start()
+    yield server
+    server.stop()
+
+
+def histories(count: int, seed: int) -> dict[str, list[Event]]:
+    rng = random.Random(seed)
+    return {
+        call_sid(seed * 100_000 + n): make_history(rng, call_sid(seed * 100_000 + n)) for n in range(count)
+    }
+
+
+def fully_applied(client: redis.Redis, calls: dict[str, list[Event]]) -> bool:
+    """Every call's stored state is the reduction of all of its events."""
+    pipe = client.pipeline(transaction=False)
+    for sid in calls:
+        pipe.hget(keys.call(sid), "state")
+    states = pipe.execute()
+    return all(
+        state == reduce(sid, events).to_json()
+        for (sid, events), state in zip(calls.items(), states, strict=True)
+    )
+
+
+def worker_env(server: RedisServer, **extra: str) -> dict[str, str]:
+    return environment(REDIS_URL=server.url, **extra)
+
+
+class TestWorkerDeath:
+    def test_sigkill_mid_job_loses_nothing_and_recovers_within_a_minute(
+        self, private_redis: RedisServer, tmp_path: Path
+    ) -> None:
+        """A worker killed with SIGKILL during a job: another worker applies its events within
+        a minute, and the idempotent reconcile makes the second run harmless."""
+        client = private_redis.client()
+        calls = histories(4000, seed=1)
+        events = [event.to_wire() for history in calls.values() for event in history]
+        enqueue_events(make_queue(client, "callstate"), events, timeout=5)
+
+        victim = start_worker(worker_env(private_redis), tmp_path, name="victim")
+        registry = StartedJobRegistry("callstate", connection=client, serializer=OrjsonSerializer)
+        wait_until(lambda: registry.count > 0, what="the job to start")
+        victim.stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert not fully_applied(client, calls), "the job finished before the kill: make it bigger"
+
+        rescuer = start_worker(worker_env(private_redis), tmp_path, name="rescuer")
+        try:
+            wait_until(lambda: fully_applied(client, calls), timeout=60, what="recovery")
+        finally:
+            rescuer.stop()
+        assert time.monotonic() - killed_at < 60
+        assert FailedJobRegistry("callstate", connection=client).count == 0
+        # One stream entry per call version: the re-run added no entry for what was already done.
+        versions = sum(int(cast(bytes, client.hget(keys.call(sid), "version"))) for sid in calls)
+        assert client.xlen(keys.CHANGES) == versions
+
+    def test_sigterm_lets_the_current_job_finish(self, private_redis: RedisServer, tmp_path: Path) -> None:
+        """SIGTERM is a warm shutdown: the job in hand completes, the worker exits 0."""
+        client = private_redis.client()
+        calls = histories(3000, seed=2)
+        events = [event.to_wire() for history in calls.values() for event in history]
+        enqueue_events(make_queue(client, "callstate"), events)
+        worker = start_worker(worker_env(private_redis), tmp_path)
+        registry = StartedJobRegistry("callstate", connection=client, serializer=OrjsonSerializer)
+        wait_until(lambda: registry.count > 0, what="the job to start")
+        assert worker.stop(signal.SIGTERM, timeout=30) == 0
+        assert fully_applied(client, calls)
+        assert registry.count == 0
+
+
+class TestRedisOutage:
+    def test_redis_killed_and_restarted_loses_no_acknowledged_event(
+        self, private_redis: RedisServer, tmp_path: Path
+    ) -> None:
+        """Redis SIGKILLed mid-traffic and restarted from its AOF: callbacks get 503 with
+        Retry-After meanwhile (never 2xx, never a hang), web and worker recover by themselves, and
+        every callback that got a 204 is in the store."""
+        port = free_port()
+        env = worker_env(private_redis, PORT=str(port), TWILIO_AUTH_TOKEN=TOKEN)
+        web = start_web(env, tmp_path, port)
+        worker = start_worker(env, tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        acknowledged: list[str] = []
+        refused = 0
+
+        def send(n: int, client: httpx.Client) -> int:
+            body, headers = form_request(
+                base + "/twilio/call-status", call_params(call_sid(n), "completed", 0)
+            )
+            started = time.monotonic()
+            response = client.post("/twilio/call-status", content=body, headers=headers)
+            assert time.monotonic() - started < 5, "a request hung while Redis was down"
+            if response.status_code == 204:
+                acknowledged.append(call_sid(n))
+            else:
+                assert response.status_code == 503, response.text
+                assert int(response.headers["retry-after"]) > 0
+            return response.status_code
+
+        try:
+            with httpx.Client(base_url=base, timeout=10) as client:
+                for n in range(200):
+                    assert send(n, client) == 204
+                private_redis.stop(kill=True)
+                for n in range(200, 220):
+                    refused += send(n, client) == 503
+                assert client.get("/readyz").status_code == 503
+                private_redis.start()
+                wait_until(lambda: client.get("/readyz").status_code == 200, what="web readiness")
+                for n in range(220, 400):
+                    send(n, client)
+            store = private_redis.client()
+
+            def all_stored() -> bool:
+                pipe = store.pipeline(transaction=False)
+                for sid in acknowledged:
+                    pipe.exists(keys.call(sid))
+                return all(pipe.execute())
+
+            wait_until(all_stored, timeout=60, what="every acknowledged callback in the store")
+            # Recovered by itself: the same processes, never restarted.
+            assert web.alive()
+            assert worker.alive()
+        finally:
+            web.stop()
+            worker.stop()
+        assert refused == 20
+        assert len(acknowledged) >= 380
+
+    def test_redis_down_at_start(self, tmp_path: Path) -> None:
+        """Web and worker start without Redis, say so (503, readyz), and work once it is up."""
+        server = RedisServer(tmp_path / "late-redis", appendfsync="always")
+        port = free_port()
+        env = worker_env(server, PORT=str(port), TWILIO_AUTH_TOKEN=TOKEN)
+        web = start_web(env, tmp_path, port)
+        worker = Process("worker", procfile()["worker"], env, tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        body, headers = form_request(base + "/twilio/call-status", call_params(call_sid(7), "ringing", 1))
+        try:
+            wait_until(lambda: "redis_unavailable" in worker.output(), what="the worker to notice")
+            with httpx.Client(base_url=base, timeout=10) as client:
+                assert client.get("/readyz").status_code == 503
+                assert client.post("/twilio/call-status", content=body, headers=headers).status_code == 503
+                server.start()
+                wait_until(lambda: client.get("/readyz").status_code == 200, what="web readiness")
+                assert client.post("/twilio/call-status", content=body, headers=headers).status_code == 204
+            store = server.client()
+            wait_until(lambda: store.exists(keys.call(call_sid(7))), timeout=30, what="the worker")
+        finally:
+            web.stop()
+            worker_code = worker.stop()
+            server.stop()
+        assert worker_code == 0
+
+
+class TestFailedJobs:
+    def test_jobs_carry_a_retry_with_backoff(self, redis_client: redis.Redis) -> None:
+        """Transient errors are retried by RQ's scheduler, with growing intervals."""
+        job = enqueue_events(make_queue(redis_client, "callstate"), [])
+        assert job.retries_left == 5
+        assert job.retry_intervals == [0, 5, 30, 120, 600]
+        assert job.failure_ttl is not None
+        assert job.failure_ttl >= 7 * 86_400
+
+    def test_requeue_failed_puts_failed_jobs_back(
+        self, redis_server: RedisServer, redis_client: redis.Redis
+    ) -> None:
+        """`callstate requeue-failed` moves every failed job back onto the queue."""
+        queue = make_queue(redis_client, "callstate")
+        job = enqueue_events(queue, [{"kind": "bogus", "params": []}])
+        queue.remove(job.id)
+        registry = FailedJobRegistry(queue=queue)
+        registry.add(job, exc_string="ValueError: unknown event kind")
+        assert registry.count == 1
+        output = subprocess.run(
+            [*procfile()["worker"][:1], "requeue-failed"],
+            env=environment(REDIS_URL=redis_server.url),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "requeued 1" in output
+        assert registry.count == 0
+        assert Queue("callstate", connection=redis_client, serializer=OrjsonSerializer).job_ids == [job.id]
+
+
+class TestReplay:
+    def test_replay_rebuilds_a_call_from_its_events(
+        self, redis_server: RedisServer, redis_client: redis.Redis
+    ) -> None:
+        """`callstate replay SID` and `--all` recompute states from stored events."""
+        calls = histories(5, seed=3)
+        Store(redis_client, RETENTION).apply([e for history in calls.values() for e in history])
+        first, second = list(calls)[:2]
+        for sid in (first, second):
+            stale: dict[str, Any] = orjson.loads(cast(bytes, redis_client.hget(keys.call(sid), "state")))
+            stale["status"] = "queued"
+            redis_client.hset(keys.call(sid), "state", orjson.dumps(stale))
+        env = environment(REDIS_URL=redis_server.url)
+        command = [*procfile()["worker"][:1], "replay"]
+        one = subprocess.run([*command, first], env=env, capture_output=True, text=True, check=True)
+        assert "replayed 1 call(s), 1 changed" in one.stdout
+        every = subprocess.run([*command, "--all"], env=env, capture_output=True, text=True, check=True)
+        assert "replayed 5 call(s), 1 changed" in every.stdout
+        assert fully_applied(redis_client, calls)

@@ -1,0 +1,373 @@
+"""The Twilio REST client (callstate.twilioapi) against a local HTTP server playing the Calls API.
+
+:class:`FakeTwilio` answers ``GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with the
+Call resource JSON documented in ``reference/twilio-making-calls-ja.txt`` (or with an error, a hang,
+or garbage, per CallSid) and records every request. The sweep's tests use it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from redisserver import free_port
+
+from callstate.errors import ConfigError
+from callstate.settings import Settings
+from callstate.twilioapi import TwilioAPI, TwilioAPIError
+
+ACCOUNT = "AC" + "a" * 32
+SUBACCOUNT = "AC" + "b" * 32
+TOKEN = "main-auth-token-1234"
+KEY_SID = "SK" + "c" * 32
+KEY_SECRET = "api-key-secret-5678"
+SUB_TOKEN = "sub-auth-token-9999"
+CALL = "CA" + "1" * 32
+#: Short, so a hanging server costs the test a third of a second.
+TIMEOUT = 0.3
+
+_PATH = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Calls/(CA[0-9a-f]{32})\.json")
+
+
+def call_resource(
+    sid: str, status: str = "completed", account: str = ACCOUNT, **fields: Any
+) -> dict[str, Any]:
+    """A Call resource shaped like the documented sample, consistent with ``status``.
+
+    ``end_time`` and ``duration`` are empty unless the call completed, and ``start_time`` is empty
+    for a call that was never dialed (reference section 5).
+    """
+    dialed = status not in ("queued", "canceled")
+    ended = status == "completed"
+    resource: dict[str, Any] = {
+        "account_sid": account,
+        "annotation": None,
+        "answered_by": None,
+        "api_version": "2010-04-01",
+        "caller_name": None,
+        "date_created": "Tue, 01 Sep 2026 12:00:00 +0000",
+        "date_updated": "Tue, 01 Sep 2026 12:00:44 +0000",
+        "direction": "outbound-api",
+        "duration": "15" if ended else None,
+        "end_time": "Tue, 01 Sep 2026 12:00:44 +0000" if ended else None,
+        "forwarded_from": None,
+        "from": "+15017122661",
+        "from_formatted": "(501) 712-2661",
+        "group_sid": None,
+        "parent_call_sid": None,
+        "phone_number_sid": "PN" + "0" * 32,
+        "price": "-0.03000" if ended else None,
+        "price_unit": "USD",
+        "queue_time": "0",
+        "sid": sid,
+        "start_time": "Tue, 01 Sep 2026 12:00:29 +0000" if dialed else None,
+        "status": status,
+        "subresource_uris": {
+            "notifications": f"/2010-04-01/Accounts/{account}/Calls/{sid}/Notifications.json",
+            "recordings": f"/2010-04-01/Accounts/{account}/Calls/{sid}/Recordings.json",
+            "events": f"/2010-04-01/Accounts/{account}/Calls/{sid}/Events.json",
+        },
+        "to": "+14155551212",
+        "to_formatted": "(415) 555-1212",
+        "trunk_sid": None,
+        "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json",
+    }
+    resource.update(fields)
+    return resource
+
+
+@dataclass
+class Answer:
+    """What the fake answers for one CallSid; ``hang`` holds the request without answering."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the fake received."""
+
+    method: str
+    path: str
+    account_sid: str | None
+    call_sid: str | None
+    authorization: str | None
+
+
+class FakeTwilio:
+    """A threaded HTTP server on 127.0.0.1 (free port) playing Twilio's Call fetch endpoint.
+
+    Unknown calls get Twilio's 404 error JSON. ``requests`` lists every request, in order.
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Answer] = {}
+        self.requests: list[Seen] = []
+        self.release = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                match = _PATH.fullmatch(self.path)
+                account, sid = match.groups() if match else (None, None)
+                fake.requests.append(Seen("GET", self.path, account, sid, self.headers.get("Authorization")))
+                answer = fake.answers.get(sid or "") or Answer(
+                    404,
+                    orjson.dumps(
+                        {
+                            "code": 20404,
+                            "message": f"The requested resource {self.path} was not found",
+                            "more_info": "https://www.twilio.com/docs/errors/20404",
+                            "status": 404,
+                        }
+                    ),
+                )
+                if answer.hang:
+                    fake.release.wait(10)  # the test ends (and sets release) long before
+                    return
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep the test output clean
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        # A short poll interval: shutdown() waits for the serving loop to notice (0.5 s by default).
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
+        self._thread.start()
+
+    def call(self, sid: str, status: str = "completed", account: str = ACCOUNT, **fields: Any) -> None:
+        """Answer 200 with the Call resource ``sid`` in ``status``."""
+        self.answers[sid] = Answer(200, orjson.dumps(call_resource(sid, status, account, **fields)))
+
+    def fail(self, sid: str, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
+        """Answer ``status`` with ``body`` (by default an empty JSON object) and ``headers``."""
+        self.answers[sid] = Answer(status, body, headers or {})
+
+    def hang(self, sid: str) -> None:
+        self.answers[sid] = Answer(hang=True)
+
+    def asked(self) -> list[str | None]:
+        """The CallSids asked about, in order."""
+        return [seen.call_sid for seen in self.requests]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio()
+    yield fake
+    fake.close()
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def client(fake: FakeTwilio, **credentials: Any) -> TwilioAPI:
+    options: dict[str, Any] = {"account_sid": ACCOUNT, "auth_token": TOKEN}
+    options.update(credentials)
+    return TwilioAPI(fake.url, timeout=TIMEOUT, **options)
+
+
+def error_of(api: TwilioAPI, account: str = ACCOUNT, sid: str = CALL) -> TwilioAPIError:
+    with pytest.raises(TwilioAPIError) as info:
+        api.fetch_call(account, sid)
+    return info.value
+
+
+class TestFetchCall:
+    def test_returns_the_call_resource(self, twilio: FakeTwilio) -> None:
+        """A 200 answer is the parsed Call resource, fetched with GET from the documented path."""
+        twilio.call(CALL, "busy")
+        resource = client(twilio).fetch_call(ACCOUNT, CALL)
+        assert (resource["sid"], resource["status"], resource["duration"]) == (CALL, "busy", None)
+        assert [(r.method, r.path) for r in twilio.requests] == [
+            ("GET", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json")
+        ]
+
+    def test_account_sid_and_auth_token_go_in_basic_auth(self, twilio: FakeTwilio) -> None:
+        """Without an API key the account SID and auth token are the Basic credentials."""
+        twilio.call(CALL)
+        client(twilio).fetch_call(ACCOUNT, CALL)
+        assert twilio.requests[0].authorization == basic(ACCOUNT, TOKEN)
+
+    def test_an_api_key_is_preferred(self, twilio: FakeTwilio) -> None:
+        """With an API key configured, its SID and secret are the Basic credentials."""
+        twilio.call(CALL)
+        client(twilio, api_key_sid=KEY_SID, api_key_secret=KEY_SECRET).fetch_call(ACCOUNT, CALL)
+        assert twilio.requests[0].authorization == basic(KEY_SID, KEY_SECRET)
+
+    def test_a_subaccount_call_uses_the_parent_credentials(self, twilio: FakeTwilio) -> None:
+        """A subaccount's call is read with the main credentials and the subaccount SID in the path."""
+        twilio.call(CALL, account=SUBACCOUNT)
+        api = client(twilio, subaccount_tokens={SUBACCOUNT: SUB_TOKEN})
+        assert api.fetch_call(SUBACCOUNT, CALL)["account_sid"] == SUBACCOUNT
+        assert twilio.requests[0].account_sid == SUBACCOUNT
+        assert twilio.requests[0].authorization == basic(ACCOUNT, TOKEN)
+
+    def test_a_subaccount_token_serves_when_no_main_credentials_are_set(self, twilio: FakeTwilio) -> None:
+        """With only subaccount tokens, a subaccount's call is read with its own SID and token."""
+        twilio.call(CALL, account=SUBACCOUNT)
+        api = TwilioAPI(twilio.url, subaccount_tokens={SUBACCOUNT: SUB_TOKEN}, timeout=TIMEOUT)
+        api.fetch_call(SUBACCOUNT, CALL)
+        assert twilio.requests[0].authorization == basic(SUBACCOUNT, SUB_TOKEN)
+        assert api.credentials_for(ACCOUNT) is None
+        with pytest.raises(TwilioAPIError):
+            api.fetch_call(ACCOUNT, CALL)
+        assert len(twilio.requests) == 1
+
+    def test_malformed_sids_are_refused_before_any_request(self, twilio: FakeTwilio) -> None:
+        """A SID that is not AC/CA + 32 hex digits never reaches the URL."""
+        for account, sid in [(ACCOUNT, "CA../../x"), ("AC123", CALL), (ACCOUNT, CALL + "0")]:
+            with pytest.raises(ValueError, match="SIDs"):
+                client(twilio).fetch_call(account, sid)
+        assert twilio.requests == []
+
+
+class TestErrors:
+    def test_404_means_the_call_is_unknown(self, twilio: FakeTwilio) -> None:
+        """Twilio's 404 (its error JSON) is not_found and not worth retrying."""
+        error = error_of(client(twilio))
+        assert (error.status, error.not_found, error.transient, error.credentials) == (
+            404,
+            True,
+            False,
+            False,
+        )
+
+    def test_429_is_transient_with_retry_after(self, twilio: FakeTwilio) -> None:
+        """A 429 is rate_limited and transient, and carries Twilio's Retry-After."""
+        twilio.fail(CALL, 429, headers={"Retry-After": "2"})
+        error = error_of(client(twilio))
+        assert (error.status, error.rate_limited, error.transient, error.retry_after) == (
+            429,
+            True,
+            True,
+            2.0,
+        )
+
+    @pytest.mark.parametrize("status", [500, 502, 503, 504])
+    def test_server_errors_are_transient(self, twilio: FakeTwilio, status: int) -> None:
+        """5xx answers are transient."""
+        twilio.fail(CALL, status)
+        error = error_of(client(twilio))
+        assert (error.status, error.transient, error.not_found, error.rate_limited) == (
+            status,
+            True,
+            False,
+            False,
+        )
+
+    @pytest.mark.parametrize("status", [401, 403])
+    def test_refused_credentials(self, twilio: FakeTwilio, status: int) -> None:
+        """401 and 403 are credential errors, not transient."""
+        twilio.fail(CALL, status, b'{"code": 20003, "message": "Authenticate", "status": 401}')
+        error = error_of(client(twilio))
+        assert (error.status, error.credentials, error.transient) == (status, True, False)
+
+    def test_a_timeout_is_transient_and_quick(self, twilio: FakeTwilio) -> None:
+        """A server that does not answer within the client timeout gives a transient error, promptly."""
+        twilio.hang(CALL)
+        started = time.monotonic()
+        error = error_of(client(twilio))
+        assert time.monotonic() - started < 5 * TIMEOUT
+        assert (error.status, error.reason, error.transient) == (None, "timeout", True)
+
+    def test_a_refused_connection_is_transient(self) -> None:
+        """Nothing listening on the port: a transient error without an HTTP status."""
+        api = TwilioAPI(
+            f"http://127.0.0.1:{free_port()}", account_sid=ACCOUNT, auth_token=TOKEN, timeout=TIMEOUT
+        )
+        error = error_of(api)
+        assert (error.status, error.transient) == (None, True)
+        assert error.reason.startswith("connection failed")
+
+    @pytest.mark.parametrize(
+        ("body", "reason"), [(b'{"sid": "CA', "malformed JSON"), (b"[1, 2]", "answer is not a JSON object")]
+    )
+    def test_an_unreadable_answer(self, twilio: FakeTwilio, body: bytes, reason: str) -> None:
+        """A 200 that is not a JSON object is an error of its own kind, not transient."""
+        twilio.fail(CALL, 200, body)
+        error = error_of(client(twilio))
+        assert (error.reason, error.transient, error.not_found, error.credentials) == (
+            reason,
+            False,
+            False,
+            False,
+        )
+
+    def test_a_redirect_is_not_followed(self, twilio: FakeTwilio) -> None:
+        """A 3xx is an error: following it would hand the credentials to the Location."""
+        other = "CA" + "2" * 32
+        twilio.call(other)
+        twilio.fail(
+            CALL, 302, headers={"Location": f"{twilio.url}/2010-04-01/Accounts/{ACCOUNT}/Calls/{other}.json"}
+        )
+        error = error_of(client(twilio))
+        assert error.status == 302
+        assert twilio.asked() == [CALL]
+
+    def test_messages_never_hold_credentials(self, twilio: FakeTwilio) -> None:
+        """No error's message or repr contains a token, a key secret or a phone number."""
+        twilio.fail(CALL, 401, b'{"message": "Authenticate"}')
+        errors = [
+            error_of(client(twilio)),
+            error_of(client(twilio, api_key_sid=KEY_SID, api_key_secret=KEY_SECRET)),
+        ]
+        twilio.hang(CALL)
+        errors.append(error_of(client(twilio)))
+        for error in errors:
+            for text in (str(error), repr(error), error.reason):
+                for secret in (TOKEN, KEY_SECRET, basic(ACCOUNT, TOKEN)[6:], "+1"):
+                    assert secret not in text
+
+
+class TestConfiguration:
+    def test_from_settings_without_credentials_is_none(self) -> None:
+        """No account token, API key or subaccount token: no client (the sweep then only prunes)."""
+        assert TwilioAPI.from_settings(Settings()) is None
+        assert TwilioAPI.from_settings(Settings(auth_token=TOKEN)) is None
+
+    def test_from_settings_with_credentials(self) -> None:
+        """Account SID and token make a client for the configured API base."""
+        api = TwilioAPI.from_settings(Settings(account_sid=ACCOUNT, auth_token=TOKEN))
+        assert api is not None
+        assert api.base_url == "https://api.twilio.com"
+        assert api.credentials_for(SUBACCOUNT) == api.credentials_for(ACCOUNT)
+
+    def test_plain_http_is_refused_beyond_loopback(self) -> None:
+        """Basic credentials never travel over plain HTTP except to a loopback address."""
+        with pytest.raises(ConfigError) as info:
+            TwilioAPI("http://api.example.com", account_sid=ACCOUNT, auth_token=TOKEN)
+        assert info.value.variable == "TWILIO_API_BASE"
+        TwilioAPI("http://localhost:8080", account_sid=ACCOUNT, auth_token=TOKEN)
+        TwilioAPI("http://[::1]:8080", account_sid=ACCOUNT, auth_token=TOKEN)
+
+    def test_repr_hides_the_secrets(self) -> None:
+        """Neither the client nor its credentials show a secret in repr."""
+        api = TwilioAPI(account_sid=ACCOUNT, auth_token=TOKEN, api_key_sid=KEY_SID, api_key_secret=KEY_SECRET)
+        assert TOKEN not in repr(api)
+        assert KEY_SECRET not in repr(api.credentials_for(ACCOUNT))
