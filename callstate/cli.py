@@ -3,6 +3,7 @@
 ``callstate web``     the receiver and read API (uvicorn)
 ``callstate worker``  RQ workers reconciling events into the store
 ``callstate token``   print a read token for the read API
+``callstate check``   the release step: configuration complete, Redis reachable
 ``callstate sweep``   once: ask Twilio about stuck calls, prune expired index entries
 ``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
@@ -17,7 +18,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from callstate import logs
+from redis.exceptions import RedisError
+
+from callstate import keys, logs
 from callstate.errors import ConfigError
 from callstate.settings import Settings
 
@@ -47,6 +50,17 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     logs.configure(settings.log_format)
     runner.run(settings, burst=args.burst, name=args.name)
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    """The release step: configuration complete, Redis reachable, schema version written."""
+    from callstate.workers.runner import connect  # noqa: PLC0415
+    from callstate.workers.store import Store  # noqa: PLC0415
+
+    settings.require_web()
+    Store(connect(settings), settings.retention_seconds).write_schema_version()
+    print(f"callstate: configuration ok, Redis ok, schema {keys.SCHEMA_VERSION}")  # noqa: T201
     return 0
 
 
@@ -124,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="worker name (default: callstate.<host>.<pid>)")
     worker.set_defaults(run=_worker)
 
+    check = commands.add_parser("check", help="check configuration and Redis (the release step)")
+    check.set_defaults(run=_check)
+
     token = commands.add_parser("token", help="print a read token for the read API")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     token.set_defaults(run=_token)
@@ -151,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callstate: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    except RedisError as exc:
+        print(f"callstate: Redis unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        return 3
     return code
 
 

@@ -26,6 +26,10 @@ ACTIVE: Final = f"{PREFIX}:{{callstate}}:active"
 PUBLISHED: Final = f"{PREFIX}:{{callstate}}:published"
 #: Stream: one entry per change of a call's reconciled state.
 CHANGES: Final = f"{PREFIX}:{{callstate}}:changes"
+#: Sorted set: CallSid -> Unix seconds of the sweep's last REST request about it.
+SWEPT: Final = f"{PREFIX}:{{callstate}}:swept"
+#: String with a PX expiry: the sweep's lease (callstate.workers.sweep).
+SWEEP_LOCK: Final = f"{PREFIX}:{{callstate}}:sweep:lock"
 
 
 def call(call_sid: str) -> str:

@@ -61,7 +61,7 @@ def test_out_of_order_callbacks_are_reconciled_and_readable(
                 assert client.post(path, content=body, headers=headers).status_code == 204
 
             token = subprocess.run(
-                [*procfile()["web"][:1], "token", "--ttl", "600"],
+                [*procfile()["web"][:-1], "token", "--ttl", "600"],
                 env=env,
                 capture_output=True,
                 check=True,

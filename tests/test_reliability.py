@@ -212,7 +212,7 @@ class TestFailedJobs:
         registry.add(job, exc_string="ValueError: unknown event kind")
         assert registry.count == 1
         output = subprocess.run(
-            [*procfile()["worker"][:1], "requeue-failed"],
+            [*procfile()["worker"][:-1], "requeue-failed"],
             env=environment(REDIS_URL=redis_server.url),
             capture_output=True,
             text=True,
@@ -236,7 +236,7 @@ class TestReplay:
             stale["status"] = "queued"
             redis_client.hset(keys.call(sid), "state", orjson.dumps(stale))
         env = environment(REDIS_URL=redis_server.url)
-        command = [*procfile()["worker"][:1], "replay"]
+        command = [*procfile()["worker"][:-1], "replay"]
         one = subprocess.run([*command, first], env=env, capture_output=True, text=True, check=True)
         assert "replayed 1 call(s), 1 changed" in one.stdout
         every = subprocess.run([*command, "--all"], env=env, capture_output=True, text=True, check=True)

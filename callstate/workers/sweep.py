@@ -49,13 +49,13 @@ from callstate.workers.store import STATUSES, Store
 
 logger = logging.getLogger("callstate.sweep")
 
-#: Sorted set: CallSid -> Unix seconds of the last REST request about it (any answer but 429).
-#: A call in it is not asked again until ``stuck_after`` has passed; each sweep removes the
-#: entries older than that, so it holds only the calls asked in the last ``stuck_after`` seconds.
-SWEPT: Final = f"{keys.PREFIX}:{{callstate}}:swept"
-#: String with a PX expiry: the sweep lease. A random token while a sweep runs, ``idle`` for the
-#: rest of the interval after one finished; absent when any process may sweep.
-SWEEP_LOCK: Final = f"{keys.PREFIX}:{{callstate}}:sweep:lock"
+#: CallSid -> Unix seconds of the last REST request about it (any answer but 429). A call in it
+#: is not asked again until ``stuck_after`` has passed; each sweep removes the entries older than
+#: that, so it holds only the calls asked in the last ``stuck_after`` seconds.
+SWEPT: Final = keys.SWEPT
+#: The sweep lease: a random token while a sweep runs, ``idle`` for the rest of the interval after
+#: one finished; absent when any process may sweep.
+SWEEP_LOCK: Final = keys.SWEEP_LOCK
 
 #: Seconds between sweeps, across all workers together.
 SWEEP_INTERVAL: Final = 60

@@ -1,0 +1,103 @@
+"""The read API against stored calls: tokens, filters, limits, errors."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from histories import make_history
+from redisserver import RedisServer
+from starlette.testclient import TestClient
+from twiliosign import TOKEN
+
+from callstate import tokens
+from callstate.receiver.app import create_app
+from callstate.settings import Settings
+from callstate.workers.reduce import reduce
+from callstate.workers.store import Store
+
+KEY = "read-api-secret"
+
+
+@pytest.fixture
+def stored(redis_client: redis.Redis) -> dict[str, Any]:
+    """Twenty reconciled calls; their expected states by CallSid."""
+    rng = random.Random(11)
+    calls = {f"CA{n:032x}": make_history(rng, f"CA{n:032x}") for n in range(1, 21)}
+    Store(redis_client, 86_400).apply([event for history in calls.values() for event in history])
+    return {sid: reduce(sid, history).to_dict() for sid, history in calls.items()}
+
+
+@pytest.fixture
+def client(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[TestClient]:
+    settings = Settings(redis_url=redis_server.url, auth_token=TOKEN, secret_key=KEY)
+    with TestClient(create_app(settings)) as test_client:
+        test_client.headers["authorization"] = f"Bearer {tokens.issue(KEY, ttl=60)}"
+        yield test_client
+
+
+class TestGetCall:
+    def test_returns_the_stored_state(self, client: TestClient, stored: dict[str, Any]) -> None:
+        """GET /calls/{sid} answers the reconciled state JSON."""
+        sid = next(iter(stored))
+        response = client.get(f"/calls/{sid}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == stored[sid]
+
+    def test_unknown_call_is_404(self, client: TestClient, stored: dict[str, Any]) -> None:
+        """A well-formed SID that is not stored."""
+        assert client.get(f"/calls/CA{'f' * 32}").status_code == 404
+
+    def test_malformed_sid_is_400(self, client: TestClient) -> None:
+        """Not CA + 32 hex digits."""
+        assert client.get("/calls/CA123").status_code == 400
+
+    @pytest.mark.parametrize(
+        "authorization",
+        ["", "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz", f"Bearer {tokens.issue('other', ttl=60)}"],
+    )
+    def test_without_a_valid_token_is_401_and_no_data(
+        self, client: TestClient, stored: dict[str, Any], authorization: str
+    ) -> None:
+        """Missing, forged or foreign tokens get 401 and no call data."""
+        sid = next(iter(stored))
+        response = client.get(f"/calls/{sid}", headers={"authorization": authorization})
+        assert response.status_code == 401
+        assert sid not in response.text
+
+
+class TestListCalls:
+    def test_newest_first(self, client: TestClient, stored: dict[str, Any]) -> None:
+        """Calls come back by updated_at, newest first."""
+        calls = client.get("/calls?limit=1000").json()["calls"]
+        assert {c["sid"] for c in calls} == set(stored)
+        stamps = [c["updated_at"] or "" for c in calls if c["updated_at"]]
+        assert stamps == sorted(stamps, reverse=True)
+
+    def test_filters(self, client: TestClient, stored: dict[str, Any]) -> None:
+        """status= and final= select exactly the matching calls."""
+        finals = {sid for sid, state in stored.items() if state["final"]}
+        got_final = {c["sid"] for c in client.get("/calls?final=true").json()["calls"]}
+        got_active = {c["sid"] for c in client.get("/calls?final=false").json()["calls"]}
+        assert got_final == finals
+        assert got_active == set(stored) - finals
+        status = next(state["status"] for state in stored.values() if state["status"])
+        by_status = {c["sid"] for c in client.get(f"/calls?status={status}").json()["calls"]}
+        assert by_status == {sid for sid, state in stored.items() if state["status"] == status}
+
+    def test_limit(self, client: TestClient, stored: dict[str, Any]) -> None:
+        """limit= caps the answer."""
+        assert len(client.get("/calls?limit=3").json()["calls"]) == 3
+
+    @pytest.mark.parametrize(
+        "query", ["limit=0", "limit=1001", "limit=x", "final=maybe", "status=%3Cscript%3E"]
+    )
+    def test_bad_query_is_400(self, client: TestClient, query: str) -> None:
+        """Out-of-range or malformed parameters are refused with a reason."""
+        response = client.get(f"/calls?{query}")
+        assert response.status_code == 400
+        assert response.text

@@ -1,0 +1,56 @@
+"""The `callstate` command as an operator runs it: real subprocesses, real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+
+from procs import environment, procfile
+from redisserver import RedisServer
+
+from callstate import keys
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    command = procfile()["release"][:-1]  # python -m callstate
+    return subprocess.run(
+        [*command, *args], env=environment(**env), capture_output=True, text=True, check=False
+    )
+
+
+def test_missing_token_is_a_one_line_error_naming_it() -> None:
+    """No traceback: the variable, and exit status 2."""
+    result = run("check")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "callstate: configuration error: TWILIO_AUTH_TOKEN: is not set; "
+        "the web process cannot verify Twilio's signatures"
+    ]
+
+
+def test_bad_value_names_the_variable() -> None:
+    """A malformed variable stops the process with its name."""
+    result = run("worker", PORT="eighty")
+    assert result.returncode == 2
+    assert "PORT" in result.stderr
+
+
+def test_release_check_writes_the_schema_version(redis_server: RedisServer, redis_client: object) -> None:
+    """The release step checks Redis and records the schema version."""
+    result = run("check", REDIS_URL=redis_server.url, TWILIO_AUTH_TOKEN="t")
+    assert result.returncode == 0, result.stderr
+    assert redis_server.client().get(keys.SCHEMA) == str(keys.SCHEMA_VERSION).encode()
+
+
+def test_redis_down_is_reported_not_a_traceback() -> None:
+    """An unreachable Redis is one line and exit status 3."""
+    result = run("check", REDIS_URL="redis://127.0.0.1:1/0", TWILIO_AUTH_TOKEN="t")
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert "Redis unavailable" in result.stderr
+
+
+def test_token_needs_secret_key() -> None:
+    """`callstate token` without SECRET_KEY names it."""
+    result = run("token")
+    assert result.returncode == 2
+    assert "SECRET_KEY" in result.stderr

@@ -1,0 +1,63 @@
+"""Several real worker processes on one queue of shuffled, duplicated events."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import cast
+
+import redis
+from histories import make_history, redelivered
+from procs import Process, environment, procfile, wait_until
+from redisserver import RedisServer
+
+from callstate import keys
+from callstate.event import Event
+from callstate.jobqueue import enqueue_events, make_queue
+from callstate.workers.reduce import reduce
+
+
+def test_concurrent_workers_reach_exactly_the_expected_states(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Three worker processes draining shuffled, duplicated events of many calls end with every
+    call in its expected state, and the change stream has one entry per change, none for a
+    duplicate."""
+    rng = random.Random(42)
+    calls = {f"CA{n:032x}": make_history(rng, f"CA{n:032x}") for n in range(300)}
+    deliveries: list[Event] = [event for history in calls.values() for event in history]
+    deliveries += [redelivered(rng.choice(deliveries), n) for n in range(len(deliveries) // 3)]
+    rng.shuffle(deliveries)
+    queue = make_queue(redis_client, "callstate")
+    # Small jobs, so that the workers really interleave on the same calls.
+    for start in range(0, len(deliveries), 5):
+        enqueue_events(queue, [event.to_wire() for event in deliveries[start : start + 5]])
+
+    env = environment(REDIS_URL=redis_server.url)
+    workers = [Process(f"worker{n}", procfile()["worker"], env, tmp_path) for n in range(3)]
+    try:
+        wait_until(lambda: queue.count == 0, timeout=120, what="the queue to drain")
+        expected = {sid: reduce(sid, history).to_json() for sid, history in calls.items()}
+
+        def settled() -> bool:
+            pipe = redis_client.pipeline(transaction=False)
+            for sid in calls:
+                pipe.hget(keys.call(sid), "state")
+            return dict(zip(calls, pipe.execute(), strict=True)) == expected
+
+        wait_until(settled, timeout=60, what="every call to reach its expected state")
+    finally:
+        codes = [worker.stop() for worker in workers]
+    assert codes == [0, 0, 0]
+    jobs_run = sum(worker.output().count('"event":"job"') for worker in workers)
+    assert jobs_run >= len(deliveries) // 5
+    assert all(worker.output().count('"event":"job"') > 0 for worker in workers), "a worker idled"
+
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(keys.CHANGES))
+    per_call = Counter(fields[b"call"].decode() for _, fields in entries)
+    for sid, history in calls.items():
+        version = int(cast(bytes, redis_client.hget(keys.call(sid), "version")))
+        assert per_call[sid] == version
+        # A state changes only when a new distinct event arrives: duplicates add no version.
+        assert version <= len(set(history))
