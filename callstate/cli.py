@@ -75,7 +75,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from callstate.twilioapi import TwilioAPI  # noqa: PLC0415
-    from callstate.workers.sweep import sweep_once  # noqa: PLC0415
+    from callstate.workers.sweeper import sweep_once  # noqa: PLC0415
 
     logs.configure(settings.log_format)
     if sweep_once(settings, api=TwilioAPI.from_settings(settings)) is None:

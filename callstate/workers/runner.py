@@ -41,7 +41,7 @@ from callstate.logs import log_event
 from callstate.settings import Settings
 from callstate.workers import jobs
 from callstate.workers.store import Store
-from callstate.workers.sweep import Sweeper
+from callstate.workers.sweeper import Sweeper
 
 logger = logging.getLogger("callstate.worker")
 

@@ -33,7 +33,8 @@ from redis import Redis
 
 from callstate import keys
 from callstate.event import Event
-from callstate.workers.reduce import CallState, reduce
+from callstate.workers.reduce import reduce
+from callstate.workers.state import CallState
 
 logger = logging.getLogger("callstate.worker")
 

@@ -20,17 +20,13 @@ and the sweep moves on; an error about *Twilio or us* (429, 5xx, timeout, refuse
 Every ask but a 429 is recorded in SWEPT, so a call that always fails cannot block the head of the
 queue; a 429 is not about the call, which is asked first at the next sweep.
 
-:func:`sweep` is the pure-ish core (time injected); :func:`sweep_once` adds the lease that keeps
-several workers from sweeping at once; :class:`Sweeper` runs it periodically in a daemon thread of
-the worker process.
+:func:`sweep` is the core (time injected); :mod:`callstate.workers.prune` does step 2, and
+:mod:`callstate.workers.sweeper` runs sweeps periodically under a lease shared by the workers.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,10 +38,10 @@ from callstate import keys
 from callstate.errors import InvalidCallback
 from callstate.event import Event, parse_callback
 from callstate.logs import log_event
-from callstate.settings import Settings
 from callstate.twilioapi import TwilioAPI, TwilioAPIError
+from callstate.workers.prune import PRUNE_LIMIT, members, prune
 from callstate.workers.reduce import TERMINAL_STATUSES
-from callstate.workers.store import STATUSES, Store
+from callstate.workers.store import Store
 
 logger = logging.getLogger("callstate.sweep")
 
@@ -53,14 +49,6 @@ logger = logging.getLogger("callstate.sweep")
 #: is not asked again until ``stuck_after`` has passed; each sweep removes the entries older than
 #: that, so it holds only the calls asked in the last ``stuck_after`` seconds.
 SWEPT: Final = keys.SWEPT
-#: The sweep lease: a random token while a sweep runs, ``idle`` for the rest of the interval after
-#: one finished; absent when any process may sweep.
-SWEEP_LOCK: Final = keys.SWEEP_LOCK
-
-#: Seconds between sweeps, across all workers together.
-SWEEP_INTERVAL: Final = 60
-#: Index entries checked for pruning per sweep: one EXISTS each, pipelined.
-PRUNE_LIMIT: Final = 1000
 #: Stuck ACTIVE entries read per round trip (their SWEPT scores and states) while looking for calls
 #: to ask.
 _SCAN_PAGE: Final = 200
@@ -80,49 +68,6 @@ _REST_FIELDS: Final = (
     ("to", "To"),
     ("answered_by", "AnsweredBy"),
 )
-
-# Removes the index entries of expired calls; only global keys ({callstate}), so Cluster-safe.
-# KEYS: published, recent, active, then the status zsets. ARGV[1] the score cutoff, then pairs of
-# (CallSid, the PUBLISHED value read before the call key was found missing, '' for none).
-# An entry is removed only if nothing published the call since that read (same PUBLISHED value)
-# and its RECENT score is still old: a call that came back meanwhile keeps its entries.
-_PRUNE: Final = """
-local cutoff = tonumber(ARGV[1])
-local removed = 0
-for i = 2, #ARGV, 2 do
-  local sid, expected = ARGV[i], ARGV[i + 1]
-  local published = redis.call('HGET', KEYS[1], sid) or ''
-  local score = redis.call('ZSCORE', KEYS[2], sid)
-  if published == expected and (not score or tonumber(score) <= cutoff) then
-    redis.call('HDEL', KEYS[1], sid)
-    for k = 2, #KEYS do
-      redis.call('ZREM', KEYS[k], sid)
-    end
-    removed = removed + 1
-  end
-end
-return removed
-"""
-
-# Take the lease: ARGV[1] token, ARGV[2] lease ms, ARGV[3] '1' to take it over an 'idle' lease
-# (a one-shot `callstate sweep`), '0' to respect it (the periodic sweeper). 1 if taken.
-_ACQUIRE: Final = """
-local current = redis.call('GET', KEYS[1])
-if current and not (ARGV[3] == '1' and current == 'idle') then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-# End the lease if still ours: 'idle' for ARGV[2] more ms, so the next sweep waits for the interval.
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[1], 'idle', 'PX', ARGV[2])
-return 1
-"""
 
 
 @dataclass(slots=True)
@@ -293,7 +238,7 @@ def _stuck_calls(redis: Redis, *, cutoff: float, limit: int) -> Iterator[tuple[s
     The entries are read at once: paging by offset would skip some as the sweep removes the calls
     it finalizes from ACTIVE. States are read a page at a time, as the caller needs them.
     """
-    stuck = _members(redis.zrangebyscore(keys.ACTIVE, "-inf", cutoff, start=0, num=_SCAN_FACTOR * limit))
+    stuck = members(redis.zrangebyscore(keys.ACTIVE, "-inf", cutoff, start=0, num=_SCAN_FACTOR * limit))
     for offset in range(0, len(stuck), _SCAN_PAGE):
         page = stuck[offset : offset + _SCAN_PAGE]
         asked = redis.zmscore(SWEPT, page)
@@ -302,137 +247,3 @@ def _stuck_calls(redis: Redis, *, cutoff: float, limit: int) -> Iterator[tuple[s
         for sid in fresh:
             pipe.hget(keys.call(sid), "state")
         yield from zip(fresh, pipe.execute(), strict=True)
-
-
-def _members(reply: Any) -> list[str]:
-    """Sorted-set members as strings (the client returns bytes)."""
-    return [m.decode() if isinstance(m, bytes) else str(m) for m in reply]
-
-
-def prune(store: Store, *, now: float, limit: int = PRUNE_LIMIT) -> int:
-    """Remove the index entries of calls whose key expired and whose RECENT score is older than
-    the retention; look at ``limit`` entries at most, oldest first. Returns how many were removed.
-
-    Every index entry of a call (ACTIVE, status zsets, PUBLISHED) has a RECENT entry with the same
-    score, so RECENT is the one scanned.
-    """
-    redis = store.redis
-    cutoff = now - store.retention
-    old = _members(redis.zrangebyscore(keys.RECENT, "-inf", cutoff, start=0, num=limit))
-    if not old:
-        return 0
-    pipe = redis.pipeline(transaction=False)
-    pipe.hmget(keys.PUBLISHED, old)
-    for sid in old:
-        pipe.exists(keys.call(sid))
-    published, *exists = pipe.execute()
-    args: list[str | float] = [cutoff]
-    for sid, seen, alive in zip(old, published, exists, strict=True):
-        if not alive:
-            args += [sid, seen.decode() if seen is not None else ""]
-    if len(args) == 1:
-        return 0
-    script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, *(keys.by_status(s) for s in STATUSES)]
-    return int(redis.register_script(_PRUNE)(keys=script_keys, args=args))
-
-
-# -- the periodic run -----------------------------------------------------------------------------
-
-
-def sweep_once(
-    settings: Settings,
-    *,
-    api: TwilioAPI | None,
-    redis: Redis | None = None,
-    now: Callable[[], float] = time.time,
-    interval: float = SWEEP_INTERVAL,
-    periodic: bool = False,
-) -> SweepResult | None:
-    """One sweep under the shared lease; ``None`` when another process holds it.
-
-    The lease covers the longest sweep (``interval`` of REST requests, one more request timeout,
-    the pruning); when the sweep ends it turns ``idle`` for the rest of ``interval``, so all the
-    workers together sweep about once per interval. A ``periodic`` caller respects an idle lease;
-    a one-shot caller (``callstate sweep``) does not. Without ``api`` (no credentials configured)
-    the sweep only prunes.
-    """
-    client = redis or Redis.from_url(
-        settings.redis_url, socket_connect_timeout=settings.redis_timeout, socket_timeout=30
-    )
-    try:
-        store = Store(client, settings.retention_seconds)
-        token = uuid.uuid4().hex
-        request_timeout = api.timeout if api is not None else 0
-        lease_ms = int((interval + 2 * request_timeout + 30) * 1000)
-        acquire = client.register_script(_ACQUIRE)
-        if not acquire(keys=[SWEEP_LOCK], args=[token, lease_ms, "0" if periodic else "1"]):
-            return None
-        started = now()
-        try:
-            return sweep(
-                store,
-                api,
-                stuck_after=settings.stuck_after,
-                limit=settings.sweep_limit,
-                now=now,
-                budget=interval,
-            )
-        finally:
-            rest_ms = max(1, int((interval - (now() - started)) * 1000))
-            client.register_script(_RELEASE)(keys=[SWEEP_LOCK], args=[token, rest_ms])
-    finally:
-        if redis is None:
-            client.close()
-
-
-class Sweeper:
-    """Runs :func:`sweep_once` every ``interval`` seconds in a daemon thread of a worker process.
-
-    Every worker runs one; the lease makes them sweep about once per interval together, and the
-    sweep goes on while any worker lives. A thread rather than an RQ job: REST requests never wait
-    behind callbacks in the queue nor hold one up, and there is no chain of scheduled jobs to break.
-    Errors (Redis down, a bug) are logged and the next tick tries again.
-    """
-
-    def __init__(
-        self, settings: Settings, *, interval: float = SWEEP_INTERVAL, api: TwilioAPI | None = None
-    ) -> None:
-        """``api`` defaults to the settings' credentials (a bad ``TWILIO_API_BASE`` is a
-        :class:`~callstate.errors.ConfigError` here, at start-up)."""
-        self.settings = settings
-        self.interval = interval
-        self.api = api if api is not None else TwilioAPI.from_settings(settings)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="callstate-sweeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait ``timeout`` seconds at most (a REST request in flight
-        may take that long; the thread is a daemon, so it never holds the process up)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        redis = Redis.from_url(
-            self.settings.redis_url,
-            socket_connect_timeout=self.settings.redis_timeout,
-            socket_timeout=30,
-            health_check_interval=30,
-        )
-        try:
-            while not self._stop.is_set():
-                self.tick(redis)
-                self._stop.wait(self.interval)
-        finally:
-            redis.close()
-
-    def tick(self, redis: Redis) -> SweepResult | None:
-        """One attempt to sweep; never raises."""
-        try:
-            return sweep_once(self.settings, api=self.api, redis=redis, interval=self.interval, periodic=True)
-        except Exception as exc:  # the thread must outlive any one failure
-            log_event(logger, "sweep_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
-            return None

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstate.event import Event, parse_timestamp
-from callstate.workers.reduce import CallState, _parse_time, reduce
+from callstate.workers.reduce import _parse_time, reduce
+from callstate.workers.state import CallState
 
 CALL = "CA" + "a" * 32
 PARENT = "CA" + "b" * 32

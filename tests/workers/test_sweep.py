@@ -15,29 +15,22 @@ from typing import Any
 
 import pytest
 import redis
+from faketwilio import ACCOUNT, SUBACCOUNT, TIMEOUT, TOKEN, FakeTwilio, basic, call_resource
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redisserver import RedisServer, free_port
-from test_twilioapi import ACCOUNT, SUBACCOUNT, TIMEOUT, TOKEN, FakeTwilio, basic, call_resource
 
 from callstate import keys
 from callstate.event import Event
 from callstate.logs import JSONFormatter
 from callstate.settings import Settings
 from callstate.twilioapi import TwilioAPI
-from callstate.workers import sweep as sweep_module
-from callstate.workers.reduce import CallState
+from callstate.workers import prune as prune_module
+from callstate.workers.prune import prune
+from callstate.workers.state import CallState
 from callstate.workers.store import Store
-from callstate.workers.sweep import (
-    SWEEP_LOCK,
-    SWEPT,
-    Sweeper,
-    SweepResult,
-    prune,
-    rest_event,
-    sweep,
-    sweep_once,
-)
+from callstate.workers.sweep import SWEPT, SweepResult, rest_event, sweep
+from callstate.workers.sweeper import Sweeper, sweep_once
 
 RETENTION = 30 * 86_400
 STUCK_AFTER = 1800
@@ -418,7 +411,7 @@ class TestPrune:
         """The removal re-checks PUBLISHED atomically: a call republished since the read is kept."""
         start(store, sid(1), T0 - 40 * DAY)
         published_before = "1:initiated"  # what a reader saw before the call was published again
-        script = redis_client.register_script(sweep_module._PRUNE)
+        script = redis_client.register_script(prune_module.PRUNE_SCRIPT)
         script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.by_status("ringing")]
         assert script(keys=script_keys, args=[T0 - RETENTION, sid(1), published_before]) == 0
         assert index_entries(redis_client, sid(1))["recent"] == T0 - 40 * DAY
@@ -435,7 +428,7 @@ class TestLease:
         self, redis_server: RedisServer, redis_client: redis.Redis
     ) -> None:
         """A running sweep's lease keeps both the periodic sweeper and a one-shot sweep out."""
-        redis_client.set(SWEEP_LOCK, "someone-else", px=60_000)
+        redis_client.set(keys.SWEEP_LOCK, "someone-else", px=60_000)
         settings = Settings(redis_url=redis_server.url)
         assert sweep_once(settings, api=None, redis=redis_client, periodic=True) is None
         assert sweep_once(settings, api=None, redis=redis_client) is None
@@ -447,8 +440,8 @@ class TestLease:
         settings = Settings(redis_url=redis_server.url)
         first = sweep_once(settings, api=None, redis=redis_client, interval=60, periodic=True)
         assert isinstance(first, SweepResult)
-        assert redis_client.get(SWEEP_LOCK) == b"idle"
-        assert 0 < redis_client.pttl(SWEEP_LOCK) <= 60_000
+        assert redis_client.get(keys.SWEEP_LOCK) == b"idle"
+        assert 0 < redis_client.pttl(keys.SWEEP_LOCK) <= 60_000
         assert sweep_once(settings, api=None, redis=redis_client, periodic=True) is None
         assert isinstance(sweep_once(settings, api=None, redis=redis_client), SweepResult)
 
@@ -471,7 +464,7 @@ class TestLease:
         finally:
             sweeper.stop()
         assert not sweeper._thread.is_alive()
-        assert redis_client.get(SWEEP_LOCK) == b"idle"
+        assert redis_client.get(keys.SWEEP_LOCK) == b"idle"
 
     def test_a_failing_tick_is_logged_and_swallowed(self, caplog: pytest.LogCaptureFixture) -> None:
         """Redis down: the tick logs `sweep_failed` and returns, so the thread lives on."""
