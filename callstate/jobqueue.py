@@ -58,7 +58,16 @@ def enqueue_events(
     pipeline: Pipeline | None = None,
     timeout: int = JOB_TIMEOUT,
 ) -> Job:
-    """Enqueue one job applying ``events``; returns when Redis has it (unless ``pipeline``)."""
+    """Enqueue one job applying ``events``; returns when Redis has it.
+
+    With ``pipeline`` the commands join it and the caller executes it; without, they go in one
+    MULTI/EXEC round trip of their own (RQ alone would use two).
+    """
+    if pipeline is None:
+        with queue.connection.pipeline() as own:
+            job = enqueue_events(queue, events, own, timeout)
+            own.execute()
+            return job
     return queue.enqueue_call(
         APPLY_EVENTS,
         args=(list(events),),

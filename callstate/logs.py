@@ -3,6 +3,10 @@
 JSON (one object per line) when stdout is not a terminal, ``key=value`` when it is. Callers log an
 event name and explicit fields (:func:`log_event`); nothing logs a whole request, a form or a
 settings object, so phone numbers and tokens never reach a log line by accident.
+
+The web process's per-request line goes through :class:`LineBuffer` instead of the logging module:
+the same line, written in batches. A record through ``logging`` costs ~9 us (and a write and a
+flush), a tenth of the whole cost of a callback; the buffer costs under 1 us.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
 import orjson
@@ -17,33 +22,73 @@ import orjson
 _FIELDS: Final = "callstate_fields"
 
 
-class JSONFormatter(logging.Formatter):
+def render_json(created: float, level: str, logger: str, event: str, fields: Mapping[str, object]) -> str:
     """``{"ts": ..., "level": ..., "logger": ..., "event": ..., **fields}``."""
+    line: dict[str, object] = {"ts": _iso(created), "level": level, "logger": logger, "event": event}
+    line.update(fields)
+    return orjson.dumps(line, default=str).decode()
+
+
+def render_console(created: float, level: str, logger: str, event: str, fields: Mapping[str, object]) -> str:
+    """``12:00:00 info  callstate.web request method=POST status=204 ...`` for humans."""
+    pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+    clock = time.strftime("%H:%M:%S", time.localtime(created))
+    return f"{clock} {level:5} {logger} {event} {pairs}".rstrip()
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields: dict[str, object] = dict(getattr(record, _FIELDS, {}))
+    if record.exc_info and record.exc_info[0] is not None:
+        fields["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+    return fields
+
+
+class JSONFormatter(logging.Formatter):
+    """Log records as :func:`render_json` lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": _iso(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        line.update(getattr(record, _FIELDS, {}))
-        if record.exc_info and record.exc_info[0] is not None:
-            line["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
-        return orjson.dumps(line, default=str).decode()
+        level = record.levelname.lower()
+        return render_json(record.created, level, record.name, record.getMessage(), _fields(record))
 
 
 class ConsoleFormatter(logging.Formatter):
-    """``12:00:00 info  callstate.web request method=POST status=204 ...`` for humans."""
+    """Log records as :func:`render_console` lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, _FIELDS, {})
-        pairs = " ".join(f"{key}={value}" for key, value in fields.items())
-        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
-        text = f"{clock} {record.levelname.lower():5} {record.name} {record.getMessage()} {pairs}"
-        if record.exc_info and record.exc_info[0] is not None:
-            text += f" error={record.exc_info[0].__name__}: {record.exc_info[1]}"
-        return text.rstrip()
+        level = record.levelname.lower()
+        return render_console(record.created, level, record.name, record.getMessage(), _fields(record))
+
+
+class LineBuffer:
+    """Structured lines for one logger, collected in memory and written by :meth:`flush`.
+
+    The owner flushes it periodically (the web app every 100 ms) and when it stops; a line is
+    also flushed at once when the buffer passes :data:`MAX_BUFFER` characters. Not thread-safe:
+    use it from one event loop.
+    """
+
+    MAX_BUFFER: Final = 64 * 1024
+
+    def __init__(self, logger: str, fmt: str = "auto", stream: TextIO | None = None) -> None:
+        self.logger = logger
+        self.stream = stream if stream is not None else sys.stdout
+        self._render = render_console if _console(fmt, self.stream) else render_json
+        self._lines: list[str] = []
+        self._size = 0
+
+    def emit(self, event: str, level: str = "info", **fields: object) -> None:
+        """Add one line; ``fields`` must never hold PII or secrets."""
+        line = self._render(time.time(), level, self.logger, event, fields)
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size > self.MAX_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines, self._size = self._lines, [], 0
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
 
 
 def _iso(created: float) -> str:
@@ -51,12 +96,13 @@ def _iso(created: float) -> str:
     return f"{seconds}.{int(created % 1 * 1000):03d}Z"
 
 
+def _console(fmt: str, stream: TextIO) -> bool:
+    return fmt == "console" or (fmt == "auto" and stream.isatty())
+
+
 def formatter(fmt: str = "auto", stream: TextIO | None = None) -> logging.Formatter:
     """The formatter for ``fmt`` (``auto`` picks JSON unless ``stream`` is a terminal)."""
-    stream = stream if stream is not None else sys.stdout
-    if fmt == "console" or (fmt == "auto" and stream.isatty()):
-        return ConsoleFormatter()
-    return JSONFormatter()
+    return ConsoleFormatter() if _console(fmt, stream or sys.stdout) else JSONFormatter()
 
 
 def configure(fmt: str = "auto", level: int = logging.INFO) -> None:

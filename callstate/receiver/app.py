@@ -4,13 +4,14 @@
 the group-commit writer, and nothing happens at import time. uvicorn runs it with ``--factory``
 (see ``callstate web``).
 
-A callback is checked cheapest first (DESIGN section 2): size (413), content type (415), signature
-(403), content (400); then it is queued and answered 204 only once Redis has it (503 otherwise).
+The callback endpoints live in :mod:`callstate.receiver.callbacks`, the read API in
+:mod:`callstate.receiver.readapi`; both raise :class:`~callstate.errors.RequestRejected` subclasses
+that the handlers at the bottom of this module turn into answers.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -38,19 +39,14 @@ from callstate.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from callstate.event import Kind, parse_callback
 from callstate.jobqueue import enqueue_events, make_queue
-from callstate.logs import log_event
+from callstate.logs import LineBuffer
 from callstate.receiver import readapi
-from callstate.receiver.form import parse_form
+from callstate.receiver.callbacks import LOG, CallbackEndpoint
 from callstate.receiver.groupcommit import GroupCommit
-from callstate.receiver.publicurl import TrustedProxies, public_url
-from callstate.receiver.signature import Keyring, verify
+from callstate.receiver.publicurl import TrustedProxies
+from callstate.receiver.signature import Keyring
 from callstate.settings import Settings
-
-logger = logging.getLogger("callstate.web")
-
-FORM: Final = "application/x-www-form-urlencoded"
 
 #: The status code of each refusal; every other exception is a bug (and a 500).
 STATUS: Final[dict[type[Exception], int]] = {
@@ -62,8 +58,8 @@ STATUS: Final[dict[type[Exception], int]] = {
     UnsupportedMediaType: 415,
 }
 
-#: Log fields of the current request, filled by endpoints and handlers, written by RequestLog.
-_LOG: Final = "callstate.log"
+#: Seconds between two writes of the buffered request log lines.
+LOG_FLUSH_INTERVAL: Final = 0.1
 
 
 def connect(settings: Settings) -> Redis:
@@ -85,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         subaccounts=settings.subaccount_tokens,
     )
     trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
+    request_log = LineBuffer("callstate.web", settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -96,19 +93,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.commit = commit
         app.state.keyring = keyring
         app.state.trusted = trusted
+        flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
         try:
             yield
         finally:
             await commit.aclose()
+            flusher.cancel()
+            request_log.flush()
             redis.close()
 
     routes = [
-        Route("/twilio/call-status", partial(receive_callback, kind="call"), methods=["GET", "POST"]),
-        Route(
-            "/twilio/recording-status",
-            partial(receive_callback, kind="recording"),
-            methods=["GET", "POST"],
-        ),
+        Route("/twilio/call-status", CallbackEndpoint("call"), methods=["GET", "POST"]),
+        Route("/twilio/recording-status", CallbackEndpoint("recording"), methods=["GET", "POST"]),
         Route("/calls", readapi.list_calls, methods=["GET"]),
         Route("/calls/{sid}", readapi.get_call, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -116,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestLog)],
+        middleware=[Middleware(RequestLog, lines=request_log)],
         exception_handlers={
             RequestRejected: refused,
             StoreUnavailable: unavailable,
@@ -126,58 +122,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     return app
-
-
-async def receive_callback(request: Request, kind: Kind) -> Response:
-    """A Twilio callback: verify, parse, queue; 204 once Redis has it."""
-    settings: Settings = request.app.state.settings
-    log = request.scope[_LOG]
-    log["kind"] = kind
-    signature = request.headers.get("x-twilio-signature")
-    if request.method == "POST":
-        body = await _read_body(request, settings.max_body_bytes)
-        if request.headers.get("content-type", "").partition(";")[0].strip().lower() != FORM:
-            raise UnsupportedMediaType(f"callbacks must be {FORM}")
-        if not signature:
-            raise InvalidSignature("X-Twilio-Signature header is missing")
-        params = parse_form(body)
-        signed_params = params
-    else:
-        if not signature:
-            raise InvalidSignature("X-Twilio-Signature header is missing")
-        # GET: Twilio appended the parameters to the URL and signed the whole URL (reference 3.3).
-        params = parse_form(request.scope.get("query_string", b""))
-        signed_params = []
-    url = public_url(request.scope, settings.public_base_url, request.app.state.trusted)
-    account_sid = next((value for name, value in params if name == "AccountSid"), None)
-    verify(request.app.state.keyring, url, signed_params, signature, account_sid=account_sid)
-    event = parse_callback(
-        kind,
-        params,
-        received_at=time.time(),
-        idempotency_token=request.headers.get("i-twilio-idempotency-token"),
-    )
-    log["call_sid"] = event.call_sid
-    log["callback_status"] = event.status
-    if event.recording_sid:
-        log["recording_sid"] = event.recording_sid
-    await request.app.state.commit.submit(event.to_wire())
-    return Response(status_code=204)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, or :class:`PayloadTooLarge` as soon as it is known to exceed ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def healthz(request: Request) -> Response:
@@ -196,7 +140,7 @@ async def readyz(request: Request) -> Response:
 
 async def refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestRejected)
-    request.scope.setdefault(_LOG, {})["reason"] = exc.reason
+    request.scope.setdefault(LOG, {})["reason"] = exc.reason
     status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
     return PlainTextResponse(exc.reason, status_code=status)
 
@@ -204,16 +148,23 @@ async def refused(request: Request, exc: Exception) -> Response:
 async def unavailable(request: Request, exc: Exception) -> Response:
     settings: Settings = request.app.state.settings
     reason = "store unavailable, retry later"
-    request.scope.setdefault(_LOG, {})["reason"] = f"{reason}: {type(exc).__name__}"
+    request.scope.setdefault(LOG, {})["reason"] = f"{reason}: {type(exc).__name__}"
     return PlainTextResponse(reason, status_code=503, headers={"Retry-After": str(settings.retry_after)})
+
+
+async def _flush_every(lines: LineBuffer, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        lines.flush()
 
 
 class RequestLog:
     """One log line per request: method, path (never the query: GET callbacks carry phone
     numbers there), status, milliseconds, and what the endpoint added (call SID, reason)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, lines: LineBuffer) -> None:
         self.app = app
+        self.lines = lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,7 +173,7 @@ class RequestLog:
         started = time.perf_counter()
         status = 500
         fields: dict[str, object] = {}
-        scope[_LOG] = fields
+        scope[LOG] = fields
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -233,10 +184,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            log_event(
-                logger,
+            self.lines.emit(
                 "request",
-                logging.INFO if status < 500 else logging.ERROR,
+                "info" if status < 500 else "error",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,

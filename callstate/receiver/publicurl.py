@@ -16,6 +16,7 @@ or re-sorting them breaks signatures (reference 3.2).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,13 +45,17 @@ class TrustedProxies:
     def __contains__(self, host: object) -> bool:
         if self.everyone:
             return True
-        if not isinstance(host, str):
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
+        return isinstance(host, str) and _trusted(self.networks, host)
+
+
+# Parsing the peer's address costs more than the rest of the URL: a proxy has few addresses.
+@functools.lru_cache(maxsize=1024)
+def _trusted(networks: tuple[Network, ...], host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -52,7 +52,8 @@ async def list_calls(request: Request) -> Response:
     _authorize(request)
     query = request.query_params
     raw_limit = query.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    plain = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= len(str(MAX_LIMIT))
+    if not plain or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidCallback(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
     raw_final = query.get("final")
     if raw_final is not None and raw_final.lower() not in _FINAL_VALUES:
