@@ -26,10 +26,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from callstate import keys
 from callstate.event import Event
@@ -207,24 +210,40 @@ class Store:
         """Compare-and-set each state over the version it was computed from; the winners."""
         if not writes:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
         order = list(writes)
+        commands = []
         for sid in order:
             read = reads[sid]
             # TTLs are set when a call appears and again when it becomes final: enough to expire
             # every call `retention` after its last meaningful change, at no cost per event.
             was_final = read.state is not None and orjson.loads(read.state)["final"]
             ttl = self.retention if read.state is None or states[sid].final != was_final else 0
-            self._commit(
-                keys=[keys.call(sid), keys.events(sid)],
-                args=[read.version, writes[sid], ttl],
-                client=pipe,
-            )
+            commands.append((keys.call(sid), keys.events(sid), read.version, writes[sid], ttl))
         won: dict[str, int] = {}
-        for sid, version in zip(order, pipe.execute(), strict=True):
+        for sid, version in zip(order, self._evalsha_all(self._commit, commands), strict=True):
             if version >= 0:
                 won[sid] = int(version)
         return won
+
+    def _evalsha_all(self, script: Script, commands: list[tuple[str, str, int, bytes, int]]) -> list[Any]:
+        """Run ``script`` once per command (two keys, three arguments) in one round trip.
+
+        EVALSHA directly: redis-py's pipelined scripts ask SCRIPT EXISTS first, a round trip per
+        batch. If Redis lost its script cache (a restart), load the script and run them again:
+        nothing ran, since every EVALSHA of the batch failed the same way.
+        """
+
+        def pipeline() -> Pipeline:
+            pipe = self.redis.pipeline(transaction=False)
+            for call_key, events_key, version, state, ttl in commands:
+                pipe.evalsha(script.sha, 2, call_key, events_key, version, state, ttl)
+            return pipe
+
+        try:
+            return pipeline().execute()
+        except NoScriptError:
+            self.redis.script_load(script.script)
+            return pipeline().execute()
 
     def _publish_versions(self, entries: dict[str, tuple[int, CallState]]) -> int:
         now = time.time()

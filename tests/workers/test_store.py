@@ -158,3 +158,17 @@ def test_any_order_any_duplicates_any_batching_same_store(
     assert last(got) == last(expected)
     # One entry per change: as many entries as versions, none for a duplicate.
     assert got["changes"] == int(got["call"].get(b"version", 0))
+
+
+def test_scripts_are_reloaded_after_redis_lost_them(redis_client: redis.Redis) -> None:
+    """After SCRIPT FLUSH (what a Redis restart does to the cache) the store loads its scripts
+    again instead of failing the job."""
+    store = Store(redis_client, RETENTION)
+    sid = "CA" + "8" * 32
+    events = make_history(random.Random(8), sid)
+    store.apply(events[:1])
+    redis_client.script_flush()
+    store.apply(events)
+    assert redis_client.hget(keys.call(sid), "state") == reduce(sid, events).to_json()
+    version = int(cast(bytes, redis_client.hget(keys.call(sid), "version")))
+    assert redis_client.xlen(keys.CHANGES) == version
