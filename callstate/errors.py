@@ -35,6 +35,10 @@ class RequestRejected(CallstateError):
         self.reason = reason
 
 
+class MethodNotAllowed(RequestRejected):
+    """The path exists but not for this method (HTTP 405)."""
+
+
 class PayloadTooLarge(RequestRejected):
     """The body is over the configured limit (HTTP 413)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callstate.errors import InvalidCallback
-from callstate.event import Event, parse_callback
+from callstate.event import Event, check_callback, parse_callback, wire_event
 
 CALL = "CA" + "1" * 32
 REC = "RE" + "2" * 32
@@ -76,3 +76,25 @@ class TestParseCallback:
         assert rec.identity() == f"r:{REC}:absent"
         bare = Event.create("call", [("CallSid", CALL), ("CallStatus", "busy")])
         assert bare.identity().startswith("c:~")
+
+
+class TestCheckCallback:
+    def test_the_reported_fault_does_not_depend_on_parameter_order(self) -> None:
+        """Of several faults, the alphabetically first field is named, in any order."""
+        params = [("CallSid", CALL), ("ParentCallSid", "bad"), ("AccountSid", "bad")]
+        for ordering in (params, params[::-1], params[1:] + params[:1]):
+            with pytest.raises(InvalidCallback) as info:
+                check_callback("call", ordering)
+            assert info.value.field == "AccountSid"
+
+    def test_an_exact_repeat_is_not_a_fault(self) -> None:
+        """The same pair twice is one parameter (Twilio's signature dedupes it too)."""
+        fields = check_callback("call", [("CallSid", CALL), ("CallSid", CALL)])
+        assert fields["CallSid"] == CALL
+
+    def test_wire_event_is_the_wire_form_of_the_event(self) -> None:
+        """The receiver's shortcut gives what Event.to_wire would, once canonicalized."""
+        params = [("CallStatus", "ringing"), ("CallSid", CALL), ("CallStatus", "ringing")]
+        wire = wire_event("call", params, received_at=3.0, idempotency_token="t")
+        assert Event.from_wire(wire) == parse_callback("call", params)
+        assert Event.from_wire(wire).to_wire() == Event.from_wire(Event.from_wire(wire).to_wire()).to_wire()
