@@ -52,6 +52,15 @@ def make_queue(connection: Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=OrjsonSerializer)
 
 
+def enqueue_batch(queue: Queue, events: Sequence[dict[str, Any]], timeout: int = JOB_TIMEOUT) -> int:
+    """Enqueue one job applying ``events`` in one round trip; return how many jobs are then
+    waiting in the queue (the group commit slows down when the workers are behind)."""
+    with queue.connection.pipeline() as pipe:
+        enqueue_events(queue, events, pipe, timeout)
+        pipe.llen(queue.key)
+        return int(pipe.execute()[-1])
+
+
 def enqueue_events(
     queue: Queue,
     events: Sequence[dict[str, Any]],

@@ -51,6 +51,9 @@ class Settings:
     #: load nothing waits; under load each job carries what arrived meanwhile, which keeps the
     #: workers' per-job cost (RQ's bookkeeping: ~2 ms) from falling behind (bench/RESULTS.md).
     commit_interval_ms: int = 5
+    #: The same while jobs wait in the queue (the workers are behind): up to this long, or until
+    #: 32 callbacks are in hand (see callstate.receiver.groupcommit).
+    commit_behind_ms: int = 25
     #: Seconds a job may run before RQ stops it; a dead worker's job is retried this long plus
     #: a few seconds after it started (see callstate.workers.runner).
     job_timeout: int = 20
@@ -145,6 +148,7 @@ class Settings:
             max_body_bytes=integer("CALLSTATE_MAX_BODY_BYTES", 64 * 1024, 1024, 1024 * 1024),
             batch_max=integer("CALLSTATE_BATCH_MAX", 256, 1, 10_000),
             commit_interval_ms=integer("CALLSTATE_COMMIT_INTERVAL_MS", 5, 0, 1000),
+            commit_behind_ms=integer("CALLSTATE_COMMIT_BEHIND_MS", 25, 0, 1000),
             job_timeout=integer("CALLSTATE_JOB_TIMEOUT", 20, 2, 3600),
             stuck_after=integer("CALLSTATE_STUCK_AFTER", 30 * 60, 60, 30 * 86_400),
             sweep_limit=integer("CALLSTATE_SWEEP_LIMIT", 50, 0, 10_000),

@@ -39,7 +39,7 @@ from callstate.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from callstate.jobqueue import enqueue_events, make_queue
+from callstate.jobqueue import enqueue_batch, make_queue
 from callstate.logs import LineBuffer
 from callstate.receiver import readapi
 from callstate.receiver.callbacks import LOG, CallbackEndpoint
@@ -88,9 +88,11 @@ def create_app(settings: Settings | None = None) -> Receiver:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = connect(settings)
         queue = make_queue(redis, settings.queue_name)
-        writer = partial(enqueue_events, queue, timeout=settings.job_timeout)
         commit = GroupCommit(
-            writer, max_batch=settings.batch_max, min_interval=settings.commit_interval_ms / 1000
+            partial(enqueue_batch, queue, timeout=settings.job_timeout),
+            max_batch=settings.batch_max,
+            min_interval=settings.commit_interval_ms / 1000,
+            behind_interval=settings.commit_behind_ms / 1000,
         )
         app.state.redis = redis
         app.state.commit = commit

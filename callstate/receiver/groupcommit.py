@@ -7,11 +7,15 @@ which an item is acknowledged but not stored.
 
 Batches form by themselves: while one batch is being written, new items wait for the next one. At
 low load a batch is one item and costs one round trip; under load a batch holds whatever arrived
-during the previous write, up to ``max_batch``. Writes are also spaced ``min_interval`` apart: a
-lone callback never waits (the previous write is long past), but at a steady few hundred callbacks
-a second each job carries several instead of one. A job costs a worker ~2 ms of RQ bookkeeping
-whatever it carries, so one job per callback at 1,000/s is more than two workers can run, and the
-lag grows without bound (measured: 12 s p99); with 5 ms it stays in milliseconds.
+during the previous write, up to ``max_batch``.
+
+Pacing. A job costs a worker ~2 ms of RQ bookkeeping (about 25 round trips) whatever it carries,
+so one job per callback at 1,000 callbacks/s is more than two workers can run and the lag grows
+without bound (measured: 12 s p99). So writes are spaced: ``min_interval`` apart normally (a lone
+callback never waits, since the previous write is long past), and, while the writer reports that
+jobs are waiting in the queue (the workers are behind), up to ``behind_interval`` apart or until
+``behind_batch`` items are in hand. Waiting then costs no end-to-end lag: the workers would not
+have reached the job sooner.
 
 The write itself is blocking code (RQ and redis-py's sync client), run on one dedicated thread so
 that the event loop never blocks and writes keep their order.
@@ -24,30 +28,44 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final
 
 from callstate.errors import StoreUnavailable
 from callstate.logs import log_event
 
 logger = logging.getLogger("callstate.web")
 
-Writer = Callable[[Sequence[dict[str, Any]]], object]
+#: Writes a batch; returns how many jobs are waiting in the queue afterwards, if it knows.
+Writer = Callable[[Sequence[dict[str, Any]]], int | None]
+
+#: More jobs than this waiting in the queue means the workers are behind.
+BEHIND: Final = 2
 
 
 class GroupCommit:
     """Batches items for ``writer`` (blocking; called on a worker thread with up to ``max_batch``
     items). Create and use it inside one running event loop; :meth:`aclose` drains it."""
 
-    def __init__(self, writer: Writer, max_batch: int = 256, min_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        max_batch: int = 256,
+        min_interval: float = 0.0,
+        behind_interval: float = 0.0,
+        behind_batch: int = 32,
+    ) -> None:
         self._writer = writer
         self._max_batch = max_batch
         self._min_interval = min_interval
+        self._behind_interval = max(behind_interval, min_interval)
+        self._behind_batch = min(behind_batch, max_batch)
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._closed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstate-commit")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+        #: Jobs waiting in the queue after the last write (0 until a writer says otherwise).
+        self.backlog = 0
         self.batches = 0
         self.items = 0
 
@@ -67,41 +85,55 @@ class GroupCommit:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                pause = last_write + self._min_interval - loop.time()
-                if pause > 0 and len(self._pending) < self._max_batch:
-                    # Shutdown does not wait out the pause.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._closed.wait(), pause)
+                await self._pace(loop, last_write)
                 last_write = loop.time()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                items = [item for item, _ in batch]
-                try:
-                    await loop.run_in_executor(self._executor, self._writer, items)
-                except Exception as exc:  # every failure means "not stored": 503, never 2xx
-                    log_event(
-                        logger,
-                        "enqueue_failed",
-                        logging.WARNING,
-                        events=len(items),
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(StoreUnavailable(str(exc)))
-                else:
-                    self.batches += 1
-                    self.items += len(items)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
+                await self._write(loop, batch)
             if self._closing:
                 return
+
+    async def _pace(self, loop: asyncio.AbstractEventLoop, last_write: float) -> None:
+        """Wait until the batch is full enough or its time has come (see the module docstring)."""
+        behind = self.backlog > BEHIND
+        deadline = last_write + (self._behind_interval if behind else self._min_interval)
+        enough = self._behind_batch if behind else self._max_batch
+        while len(self._pending) < enough and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    async def _write(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]
+    ) -> None:
+        items = [item for item, _ in batch]
+        try:
+            backlog = await loop.run_in_executor(self._executor, self._writer, items)
+        except Exception as exc:  # every failure means "not stored": 503, never 2xx
+            log_event(
+                logger,
+                "enqueue_failed",
+                logging.WARNING,
+                events=len(items),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(str(exc)))
+            return
+        self.backlog = backlog or 0
+        self.batches += 1
+        self.items += len(items)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
     async def aclose(self) -> None:
         """Write what is pending, then stop. Requests arriving meanwhile get 503."""
         self._closing = True
-        self._closed.set()
         self._wakeup.set()
         await self._task
         self._executor.shutdown(wait=True)

@@ -23,13 +23,16 @@ class Writer:
         self.fail: Exception | None = None
         self.gate = threading.Event()
         self.gate.set()
+        #: What the writer reports as jobs waiting in the queue after each write.
+        self.backlog = 0
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> None:
+    def __call__(self, items: Sequence[dict[str, Any]]) -> int:
         self.gate.wait(5)
         if self.fail is not None:
             raise self.fail
         self.batches.append(list(items))
         self.times.append(time.monotonic())
+        return self.backlog
 
 
 def run(coroutine: Any) -> Any:
@@ -137,3 +140,25 @@ class TestGroupCommit:
 
         writer = run(scenario())
         assert [item["n"] for batch in writer.batches for item in batch] == [0, 1]
+
+    def test_a_backlog_makes_bigger_batches(self) -> None:
+        """While jobs wait in the queue, a batch waits for behind_batch items (or the longer
+        interval) instead of going out at the short one."""
+
+        async def scenario(backlog: int) -> Writer:
+            writer = Writer()
+            writer.backlog = backlog
+            commit = GroupCommit(writer, min_interval=0.01, behind_interval=5, behind_batch=8)
+            await commit.submit({"n": 0})
+            tasks = []
+            for n in range(1, 17):
+                tasks.append(asyncio.create_task(commit.submit({"n": n})))
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*tasks)
+            await commit.aclose()
+            return writer
+
+        keeping_up = run(scenario(backlog=0))
+        behind = run(scenario(backlog=10))
+        assert [len(batch) for batch in behind.batches] == [1, 8, 8]
+        assert len(keeping_up.batches) > len(behind.batches)
