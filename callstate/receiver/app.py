@@ -12,6 +12,7 @@ that :func:`error_answer` turns into answers, for :class:`Receiver` and Starlett
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import AsyncIterator
@@ -99,6 +100,9 @@ def create_app(settings: Settings | None = None) -> Receiver:
         app.state.keyring = keyring
         app.state.trusted = trusted
         flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
+        # Everything allocated so far lives as long as the process: keep the collector from
+        # walking it again and again while requests churn through short-lived objects.
+        gc.freeze()
         try:
             yield
         finally:
