@@ -235,6 +235,18 @@ def check_callback(kind: Kind, params: Sequence[tuple[str, str]]) -> dict[str, s
     ``CallSid`` (conference recordings) is valid. Of several faults, the one of the
     alphabetically first field is reported, whatever the order of the parameters.
     """
+    fields, fault = scan_callback(kind, params)
+    if fault is not None:
+        raise fault
+    return fields
+
+
+def scan_callback(
+    kind: Kind, params: Sequence[tuple[str, str]]
+) -> tuple[dict[str, str], InvalidCallback | None]:
+    """:func:`check_callback` without raising: the fields, and the fault if there is one. The
+    receiver scans before it checks the signature (it needs ``AccountSid`` to pick the token) but
+    reports a fault only after: the signature is checked before the content."""
     fields: dict[str, str] = {}
     faults: dict[str, str] = {}
     for name, value in params:
@@ -246,11 +258,11 @@ def check_callback(kind: Kind, params: Sequence[tuple[str, str]]) -> dict[str, s
             faults.setdefault(name, "malformed")
     required = "CallSid" if kind == "call" else "RecordingSid"
     if not fields.get(required):
-        raise InvalidCallback(f"{required} is missing", field=required)
+        return fields, InvalidCallback(f"{required} is missing", field=required)
     if faults:
         name = min(faults)
-        raise InvalidCallback(f"{name} is {faults[name]}", field=name)
-    return fields
+        return fields, InvalidCallback(f"{name} is {faults[name]}", field=name)
+    return fields, None
 
 
 def wire_event(

@@ -11,6 +11,7 @@ flush), a tenth of the whole cost of a callback; the buffer costs under 1 us.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -92,8 +93,13 @@ class LineBuffer:
 
 
 def _iso(created: float) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+    return f"{_second(int(created))}.{int(created % 1 * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    # Thousands of lines share a second: format it once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def _console(fmt: str, stream: TextIO) -> bool:

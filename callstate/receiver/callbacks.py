@@ -19,7 +19,7 @@ from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from callstate.errors import InvalidCallback, InvalidSignature, PayloadTooLarge, UnsupportedMediaType
-from callstate.event import Kind, check_callback, wire_event
+from callstate.event import Kind, scan_callback, wire_event
 from callstate.receiver.form import parse_form
 from callstate.receiver.publicurl import public_url
 from callstate.receiver.signature import verify
@@ -72,9 +72,10 @@ class CallbackEndpoint:
             params = _parse_signed(scope.get("query_string", b""))
             signed = []
         url = public_url(scope, settings.public_base_url, state.trusted)
-        account_sid = next((value for name, value in params if name == "AccountSid"), None)
-        verify(state.keyring, url, signed, signature, account_sid=account_sid)
-        fields = check_callback(self.kind, params)
+        fields, fault = scan_callback(self.kind, params)
+        verify(state.keyring, url, signed, signature, account_sid=fields.get("AccountSid"))
+        if fault is not None:
+            raise fault
         log["call_sid"] = fields.get("CallSid")
         log["callback_status"] = fields.get("CallStatus" if self.kind == "call" else "RecordingStatus")
         if self.kind == "recording":

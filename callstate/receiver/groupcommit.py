@@ -94,10 +94,14 @@ class GroupCommit:
                 return
 
     async def _pace(self, loop: asyncio.AbstractEventLoop, last_write: float) -> None:
-        """Wait until the batch is full enough or its time has come (see the module docstring)."""
-        behind = self.backlog > BEHIND
-        deadline = last_write + (self._behind_interval if behind else self._min_interval)
-        enough = self._behind_batch if behind else self._max_batch
+        """Wait until the batch's time has come (see the module docstring): ``min_interval``
+        after the last write; while the workers are behind, then also until ``behind_batch``
+        items are in hand or ``behind_interval`` has passed. A full batch never waits."""
+        await self._fill(loop, last_write + self._min_interval, self._max_batch)
+        if self.backlog > BEHIND:
+            await self._fill(loop, last_write + self._behind_interval, self._behind_batch)
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop, deadline: float, enough: int) -> None:
         while len(self._pending) < enough and not self._closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
