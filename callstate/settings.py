@@ -50,7 +50,7 @@ class Settings:
     #: Group commit: at least this many milliseconds between two jobs of one web process. At low
     #: load nothing waits; under load each job carries what arrived meanwhile, which keeps the
     #: workers' per-job cost (RQ's bookkeeping: ~2 ms) from falling behind (bench/RESULTS.md).
-    commit_interval_ms: int = 5
+    commit_interval_ms: int = 2
     #: The same while jobs wait in the queue (the workers are behind): up to this long, or until
     #: 32 callbacks are in hand (see callstate.receiver.groupcommit).
     commit_behind_ms: int = 25
@@ -147,7 +147,7 @@ class Settings:
             retention_days=integer("CALLSTATE_RETENTION_DAYS", 30, 1, MAX_RETENTION_DAYS),
             max_body_bytes=integer("CALLSTATE_MAX_BODY_BYTES", 64 * 1024, 1024, 1024 * 1024),
             batch_max=integer("CALLSTATE_BATCH_MAX", 256, 1, 10_000),
-            commit_interval_ms=integer("CALLSTATE_COMMIT_INTERVAL_MS", 5, 0, 1000),
+            commit_interval_ms=integer("CALLSTATE_COMMIT_INTERVAL_MS", 2, 0, 1000),
             commit_behind_ms=integer("CALLSTATE_COMMIT_BEHIND_MS", 25, 0, 1000),
             job_timeout=integer("CALLSTATE_JOB_TIMEOUT", 20, 2, 3600),
             stuck_after=integer("CALLSTATE_STUCK_AFTER", 30 * 60, 60, 30 * 86_400),

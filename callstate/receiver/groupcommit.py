@@ -17,8 +17,8 @@ jobs are waiting in the queue (the workers are behind), up to ``behind_interval`
 ``behind_batch`` items are in hand. Waiting then costs no end-to-end lag: the workers would not
 have reached the job sooner.
 
-The write itself is blocking code (RQ and redis-py's sync client), run on one dedicated thread so
-that the event loop never blocks and writes keep their order.
+The write itself is blocking code (RQ and redis-py's sync client), run on dedicated threads so
+that the event loop never blocks; two writes may be in flight at once.
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ class GroupCommit:
     def __init__(
         self,
         writer: Writer,
+        *,
         max_batch: int = 256,
         min_interval: float = 0.0,
         behind_interval: float = 0.0,
         behind_batch: int = 32,
+        in_flight: int = 2,
     ) -> None:
         self._writer = writer
         self._max_batch = max_batch
@@ -62,7 +64,12 @@ class GroupCommit:
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstate-commit")
+        # Two writes may be in flight: the next batch goes out while the previous one waits for
+        # Redis's fsync, so the fsync latency does not bound the throughput. Order does not
+        # matter: jobs are applied in any order to the same result.
+        self._slots = asyncio.Semaphore(in_flight)
+        self._writes: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="callstate-commit")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
         #: Jobs waiting in the queue after the last write (0 until a writer says otherwise).
         self.backlog = 0
@@ -86,12 +93,20 @@ class GroupCommit:
             self._wakeup.clear()
             while self._pending:
                 await self._pace(loop, last_write)
+                await self._slots.acquire()
                 last_write = loop.time()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._write(loop, batch)
+                write = loop.create_task(self._write(loop, batch))
+                self._writes.add(write)
+                write.add_done_callback(self._written)
             if self._closing:
+                await asyncio.gather(*self._writes)
                 return
+
+    def _written(self, write: asyncio.Task[None]) -> None:
+        self._writes.discard(write)
+        self._slots.release()
 
     async def _pace(self, loop: asyncio.AbstractEventLoop, last_write: float) -> None:
         """Wait until the batch's time has come (see the module docstring): ``min_interval``
