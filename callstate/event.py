@@ -47,12 +47,7 @@ _SID_FIELDS: Final = {
 
 #: Parameters that decide which call, recording or state an event is about: a second, different
 #: value would make the event ambiguous, so it is refused rather than guessed.
-_SINGLE_VALUED: Final = (
-    *_SID_FIELDS,
-    "CallStatus",
-    "RecordingStatus",
-    "SequenceNumber",
-)
+_SINGLE_VALUED: Final = frozenset((*_SID_FIELDS, "CallStatus", "RecordingStatus", "SequenceNumber"))
 
 #: Sequence numbers beyond this are not something Twilio sends; treating them as absent keeps a
 #: signed but absurd value from dominating the ordering.
