@@ -53,7 +53,7 @@ class GroupCommit:
         max_batch: int = 256,
         min_interval: float = 0.0,
         behind_interval: float = 0.0,
-        behind_batch: int = 32,
+        behind_batch: int = 16,
         in_flight: int = 2,
     ) -> None:
         self._writer = writer
