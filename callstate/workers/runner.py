@@ -23,6 +23,7 @@ Failure policy.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -158,9 +159,14 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
 def _work(settings: Settings, *, burst: bool, name: str | None) -> None:
     stop = threading.Event()
     delay = BACKOFF_FIRST
-    while not stop.is_set():
+    base = name or f"callstate.{socket.gethostname()}.{os.getpid()}"
+    for attempt in itertools.count():
+        if stop.is_set():
+            return
         try:
-            worker = build_worker(settings, name)
+            # A worker that lost Redis could not unregister; its name stays taken until its
+            # registration expires, so a restart takes a new one.
+            worker = build_worker(settings, base if attempt == 0 else f"{base}.{attempt}")
             log_event(logger, "worker_start", worker=worker.name, queue=settings.queue_name, burst=burst)
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
             if burst or worker.stopping:
