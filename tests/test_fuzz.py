@@ -29,15 +29,14 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from queued import queued_events
 from redisserver import RedisServer
-from rq.job import Job
 from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
 from twiliosign import ACCOUNT, TOKEN, call_params
 
 from callstate import keys, tokens
 from callstate.event import Event
-from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.receiver.app import create_app
 from callstate.settings import Settings
 from callstate.workers.reduce import TERMINAL_STATUSES
@@ -85,16 +84,6 @@ def read_token() -> str:
 def snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
     """Every key and its serialized value: equal snapshots mean nothing was stored or changed."""
     return {key: client.dump(key) for key in cast(list[bytes], client.keys("*"))}
-
-
-def queued_events(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every event in every queued job, in queue order."""
-    queue = make_queue(client, "callstate")
-    events: list[dict[str, Any]] = []
-    for job_id in queue.job_ids:
-        job = Job.fetch(job_id, connection=client, serializer=OrjsonSerializer)
-        events += job.args[0]
-    return events
 
 
 def seed_final_call(client: redis.Redis, status: str = "completed") -> dict[str, Any]:

@@ -16,7 +16,14 @@ TOKEN = "test-auth-token-0123456789abcdef"
 
 class MultiDict(dict[str, list[str]]):
     """What the twilio validator reads repeated names from (it calls ``getlist``, as on a
-    werkzeug MultiDict)."""
+    werkzeug MultiDict or Django's QueryDict)."""
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[str, str]]) -> MultiDict:
+        grouped = cls()
+        for name, value in pairs:
+            grouped.setdefault(name, []).append(value)
+        return grouped
 
     def getlist(self, name: str) -> list[str]:
         return self[name]
@@ -32,10 +39,7 @@ def call_sid(n: int) -> str:
 def signature(url: str, params: Sequence[tuple[str, str]] = (), token: str = TOKEN) -> str:
     """What Twilio puts in X-Twilio-Signature for a POST of ``params`` to ``url`` (or a GET of
     ``url`` with ``params=()``). Repeated names go to the oracle as lists, as it expects."""
-    grouped = MultiDict()
-    for name, value in params:
-        grouped.setdefault(name, []).append(value)
-    result: str = RequestValidator(token).compute_signature(url, grouped)
+    result: str = RequestValidator(token).compute_signature(url, MultiDict.of(params))
     return result
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import redis
+from queued import queued_events
 from redisserver import RedisServer, free_port
-from rq.job import Job
 from starlette.testclient import TestClient
 from twiliosign import (
     ACCOUNT,
@@ -20,22 +20,11 @@ from twiliosign import (
     signature,
 )
 
-from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.receiver.app import create_app
 from callstate.settings import Settings
 
 CALL_URL = "http://testserver/twilio/call-status"
 RECORDING_URL = "http://testserver/twilio/recording-status"
-
-
-def queued_events(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every event in every queued job, in queue order."""
-    queue = make_queue(client, "callstate")
-    events: list[dict[str, Any]] = []
-    for job_id in queue.job_ids:
-        job = Job.fetch(job_id, connection=client, serializer=OrjsonSerializer)
-        events += job.args[0]
-    return events
 
 
 @pytest.fixture

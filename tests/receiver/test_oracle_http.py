@@ -23,14 +23,13 @@ import pytest
 import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from queued import queued_events
 from redisserver import RedisServer
-from rq.job import Job
 from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
-from twiliosign import TOKEN
+from twiliosign import TOKEN, MultiDict
 
 from callstate.event import Event
-from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.receiver.app import create_app
 from callstate.settings import Settings
 
@@ -64,22 +63,6 @@ SID_PATTERNS: Final = {
 SINGLE_VALUED: Final = (*SID_PATTERNS, "CallStatus", "SequenceNumber", "RecordingStatus")
 
 # -- the oracle ------------------------------------------------------------------------------
-
-
-class MultiDict(dict[str, list[str]]):
-    """How twilio's validator takes repeated names: a dict with ``getlist`` (as Django's QueryDict).
-    (``twiliosign.signature`` passes repeated names as a list in a plain dict, which twilio cannot
-    hash: it raises TypeError for any repeated name.)"""
-
-    @classmethod
-    def of(cls, pairs: list[tuple[str, str]]) -> MultiDict:
-        grouped = cls()
-        for name, value in pairs:
-            grouped.setdefault(name, []).append(value)
-        return grouped
-
-    def getlist(self, name: str) -> list[str]:
-        return self[name]
 
 
 def oracle_sign(url: str, pairs: list[tuple[str, str]], token: str = TOKEN) -> str:
@@ -242,16 +225,6 @@ def client(redis_server: RedisServer) -> Iterator[TestClient]:
     app = create_app(Settings(redis_url=redis_server.url, auth_token=TOKEN))
     with TestClient(app) as client:
         yield client
-
-
-def queued_events(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every event in every queued job, in queue order."""
-    queue = make_queue(client, "callstate")
-    events: list[dict[str, Any]] = []
-    for job_id in queue.job_ids:
-        job = Job.fetch(job_id, connection=client, serializer=OrjsonSerializer)
-        events += job.args[0]
-    return events
 
 
 def stored_keys(client: redis.Redis) -> list[bytes]:

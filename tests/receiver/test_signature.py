@@ -13,6 +13,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator, add_port, remove_port
+from twiliosign import MultiDict
+from vectors import P_20, URL_20
 
 from callstate.errors import InvalidSignature
 from callstate.receiver.form import parse_form
@@ -43,25 +45,6 @@ P_18 = [
     ("Digits", "1234"),
     ("From", "+14158675310"),
     ("To", "+18005551212"),
-]
-URL_20 = "https://example.com/twilio/status?tenant=acme"
-P_20 = [
-    ("AccountSid", "AC00000000000000000000000000000000"),
-    ("ApiVersion", "2010-04-01"),
-    ("CallSid", "CA11111111111111111111111111111111"),
-    ("CallStatus", "completed"),
-    ("CallDuration", "42"),
-    ("Called", "+15005550006"),
-    ("CalledCity", ""),
-    ("Caller", "+15005550001"),
-    ("CallbackSource", "call-progress-events"),
-    ("Direction", "outbound-api"),
-    ("From", "+15005550001"),
-    ("SequenceNumber", "3"),
-    ("SipResponseCode", "200"),
-    ("Timestamp", "Tue, 01 Sep 2026 12:00:00 +0000"),
-    ("To", "+15005550006"),
-    ("ToCountry", "US"),
 ]
 URL_21 = (
     "https://example.com/twilio/status?tenant=acme&AccountSid=AC00000000000000000000000000000000"
@@ -450,20 +433,6 @@ def urls(draw: st.DrawFn) -> str:
     quote_via = draw(st.sampled_from([quote, quote_plus]))
     query = urlencode(query_pairs, quote_via=quote_via)
     return f"{scheme}://{host}{'' if port is None else ':' + port}{path}{'?' + query if query else ''}"
-
-
-class MultiDict(dict[str, list[str]]):
-    """What twilio's validator reads repeated names from: a dict with ``getlist`` (as Django's)."""
-
-    @classmethod
-    def of(cls, pairs: list[tuple[str, str]]) -> MultiDict:
-        grouped = cls()
-        for name, value in pairs:
-            grouped.setdefault(name, []).append(value)
-        return grouped
-
-    def getlist(self, name: str) -> list[str]:
-        return self[name]
 
 
 def signed_text(pairs: list[tuple[str, str]]) -> str:
