@@ -1,8 +1,9 @@
 """The web process: app factory, routes, and the one place where errors become HTTP answers.
 
-``create_app(settings)`` builds the Starlette app; its lifespan owns the Redis connection pool and
-the group-commit writer, and nothing happens at import time. uvicorn runs it with ``--factory``
-(see ``callstate web``).
+``create_app(settings)`` builds the app: a :class:`Receiver` that answers callbacks itself and
+hands everything else to a Starlette app, whose lifespan owns the Redis connection pool and the
+group-commit writer. Nothing happens at import time. uvicorn runs it with ``--factory`` (see
+``callstate web``).
 
 The callback endpoints live in :mod:`callstate.receiver.callbacks`, the read API in
 :mod:`callstate.receiver.readapi`; both raise :class:`~callstate.errors.RequestRejected` subclasses
