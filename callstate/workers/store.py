@@ -15,7 +15,8 @@ a state is written only over the version it was computed from, so a write based 
 fails and is recomputed from a fresher read; the last successful write was computed from a set that
 includes every event whose writer saw no change. Step 4 is idempotent and ordered by version, and
 the ``published`` hash is the outbox: a version written but never published (a worker died between
-3 and 4) is published by the next job that touches the call, or by the sweep.
+3 and 4, or the publish failed) is published when the job is retried (RQ retries a job that
+raised or whose worker died) or by the next job that touches the call.
 """
 
 from __future__ import annotations
