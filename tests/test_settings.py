@@ -58,6 +58,9 @@ class TestFromEnviron:
             ("CALLSTATE_RETENTION_DAYS", "121"),
             ("FORWARDED_ALLOW_IPS", "not-an-ip"),
             ("LOG_FORMAT", "xml"),
+            ("CALLSTATE_COMMIT_INTERVAL_MS", "-1"),
+            ("CALLSTATE_JOB_TIMEOUT", "1"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
         ],
     )
     def test_bad_value_names_the_variable(self, variable: str, value: str) -> None:
