@@ -57,11 +57,12 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     """The release step: configuration complete, Redis reachable, schema version written."""
-    from callstate.workers.runner import connect  # noqa: PLC0415
+    from callstate.connection import connect  # noqa: PLC0415
     from callstate.workers.store import Store  # noqa: PLC0415
 
     settings.require_web()
-    Store(connect(settings), settings.retention_seconds).write_schema_version()
+    redis = connect(settings, command_timeout=settings.redis_timeout)
+    Store(redis, settings.retention_seconds).write_schema_version()
     print(f"callstate: configuration ok, Redis ok, schema {keys.SCHEMA_VERSION}")  # noqa: T201
     return 0
 
@@ -90,11 +91,11 @@ def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
     from rq.exceptions import InvalidJobOperation, NoSuchJobError  # noqa: PLC0415
     from rq.registry import FailedJobRegistry  # noqa: PLC0415
 
+    from callstate.connection import connect  # noqa: PLC0415
     from callstate.jobqueue import make_queue  # noqa: PLC0415
-    from callstate.workers.runner import connect  # noqa: PLC0415
 
     logs.configure(settings.log_format)
-    queue = make_queue(connect(settings), settings.queue_name)
+    queue = make_queue(connect(settings, command_timeout=settings.redis_timeout), settings.queue_name)
     registry = FailedJobRegistry(queue=queue)
     requeued = 0
     for job_id in registry.get_job_ids():
@@ -108,14 +109,14 @@ def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.connection import connect  # noqa: PLC0415
     from callstate.workers.replay import replay  # noqa: PLC0415
-    from callstate.workers.runner import connect  # noqa: PLC0415
     from callstate.workers.store import Store  # noqa: PLC0415
 
     if not args.all and not args.call_sids:
         raise SystemExit("callstate replay: name CALLSIDs or pass --all")
     logs.configure(settings.log_format)
-    store = Store(connect(settings), settings.retention_seconds)
+    store = Store(connect(settings, command_timeout=settings.redis_timeout), settings.retention_seconds)
     calls, changed = replay(store, None if args.all else args.call_sids)
     print(f"replayed {calls} call(s), {changed} changed")  # noqa: T201
     return 0

@@ -91,10 +91,7 @@ class Event:
 
     def fields(self) -> dict[str, str]:
         """The parameters as a dict, keeping the first value of a repeated name."""
-        out: dict[str, str] = {}
-        for key, value in self.params:
-            out.setdefault(key, value)
-        return out
+        return dict(reversed(self.params))
 
     # -- derived facts -----------------------------------------------------------------------
 

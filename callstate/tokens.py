@@ -38,6 +38,8 @@ def check(secret_key: str, token: str, now: Callable[[], float] = time.time) -> 
     """Return if ``token`` is a valid, unexpired read token; raise :class:`Unauthorized` if not."""
     if not secret_key:
         raise Unauthorized("read API disabled: SECRET_KEY is not set")
+    if not token:
+        raise Unauthorized("Authorization: Bearer <read token> is missing")
     try:
         payload = _serializer(secret_key).loads(token)
     except BadSignature:

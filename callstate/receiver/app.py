@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Final
 
-from redis import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from callstate.connection import connect
 from callstate.errors import (
     InvalidCallback,
     InvalidSignature,
@@ -65,16 +65,6 @@ STATUS: Final[dict[type[Exception], int]] = {
 LOG_FLUSH_INTERVAL: Final = 0.1
 
 
-def connect(settings: Settings) -> Redis:
-    """A Redis client whose every command fails within ``redis_timeout`` instead of hanging."""
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-    )
-
-
 def create_app(settings: Settings | None = None) -> Receiver:
     """The web app. ``settings`` defaults to the environment; a missing token fails here."""
     settings = (settings or Settings.from_environ(os.environ)).require_web()
@@ -88,7 +78,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = connect(settings)
+        redis = connect(settings, command_timeout=settings.redis_timeout)
         queue = make_queue(redis, settings.queue_name)
         commit = GroupCommit(
             partial(enqueue_batch, queue, timeout=settings.job_timeout),

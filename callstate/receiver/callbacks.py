@@ -32,6 +32,7 @@ FORM: Final = "application/x-www-form-urlencoded"
 #: Log fields of the current request, filled here, written by the app's RequestLog.
 LOG: Final = "callstate.log"
 
+_FORM_BYTES: Final = FORM.encode()
 _WANTED: Final = frozenset(
     (b"content-length", b"content-type", b"x-twilio-signature", b"i-twilio-idempotency-token")
 )
@@ -58,7 +59,7 @@ class CallbackEndpoint:
         if scope["method"] == "POST":
             body = await _read_body(receive, headers.get(b"content-length"), settings.max_body_bytes)
             content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-            if content_type != FORM.encode():
+            if content_type != _FORM_BYTES:
                 raise UnsupportedMediaType(f"callbacks must be {FORM}")
             if not signature:
                 raise InvalidSignature("X-Twilio-Signature header is missing")

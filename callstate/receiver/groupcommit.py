@@ -73,8 +73,6 @@ class GroupCommit:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
         #: Jobs waiting in the queue after the last write (0 until a writer says otherwise).
         self.backlog = 0
-        self.batches = 0
-        self.items = 0
 
     async def submit(self, item: dict[str, Any]) -> None:
         """Return once ``item`` is in Redis; raise :class:`StoreUnavailable` if it could not be."""
@@ -144,8 +142,6 @@ class GroupCommit:
                     future.set_exception(StoreUnavailable(str(exc)))
             return
         self.backlog = backlog or 0
-        self.batches += 1
-        self.items += len(items)
         for _, future in batch:
             if not future.done():
                 future.set_result(None)

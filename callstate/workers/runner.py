@@ -33,11 +33,11 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Final
 
-from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from callstate.connection import connect
 from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.logs import log_event
 from callstate.settings import Settings
@@ -108,21 +108,12 @@ class EventWorker(SimpleWorker):
         return int(timeout) + ABANDON_GRACE
 
 
-def connect(settings: Settings) -> Redis:
-    return Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
-
-
-def build_worker(settings: Settings, name: str | None = None) -> EventWorker:
+def build_worker(settings: Settings, name: str) -> EventWorker:
     """A worker bound to the events queue, its store registered for the jobs it will run.
 
     Talks to Redis (schema version), so it raises ``RedisError`` when Redis is down.
     """
-    redis = connect(settings)
+    redis = connect(settings, command_timeout=None)
     store = Store(redis, settings.retention_seconds)
     store.write_schema_version()
     jobs.bind(store)
@@ -133,7 +124,7 @@ def build_worker(settings: Settings, name: str | None = None) -> EventWorker:
         [queue],
         connection=redis,
         serializer=OrjsonSerializer,
-        name=name or f"callstate.{socket.gethostname()}.{os.getpid()}",
+        name=name,
         maintenance_interval=MAINTENANCE_INTERVAL,
         worker_ttl=WORKER_TTL,
     )

@@ -154,7 +154,8 @@ class Store:
             if not pending:
                 break
             result.conflicts += len(pending)
-            reads = {**reads, **self._read(pending)}
+            # Read the losers again (no events to add this time).
+            reads |= self._add_and_read({sid: [] for sid in pending})[0]
         else:
             raise ConflictError(f"{len(pending)} calls kept changing under this job")
 
@@ -186,15 +187,6 @@ class Store:
             if raw is not None
         }
         return reads, published, new_events
-
-    def _read(self, sids: Iterable[str]) -> dict[str, _Read]:
-        pipe = self.redis.pipeline(transaction=False)
-        order = list(sids)
-        for sid in order:
-            pipe.hgetall(keys.events(sid))
-            pipe.hmget(keys.call(sid), "state", "version")
-        replies = pipe.execute()
-        return {sid: self._parse_read(replies[2 * i], replies[2 * i + 1]) for i, sid in enumerate(order)}
 
     @staticmethod
     def _parse_read(raw_events: dict[bytes, bytes], call: list[bytes | None]) -> _Read:

@@ -18,6 +18,7 @@ from typing import Final
 from redis import Redis
 
 from callstate import keys
+from callstate.connection import connect
 from callstate.logs import log_event
 from callstate.settings import Settings
 from callstate.twilioapi import TwilioAPI
@@ -28,6 +29,8 @@ logger = logging.getLogger("callstate.sweep")
 
 #: Seconds between sweeps, across all workers together.
 SWEEP_INTERVAL: Final = 60
+#: Seconds a Redis command of the sweep may take (pruning reads up to a thousand entries).
+COMMAND_TIMEOUT: Final = 30
 
 # Take the lease: ARGV[1] token, ARGV[2] lease ms, ARGV[3] '1' to take it over an 'idle' lease
 # (a one-shot `callstate sweep`), '0' to respect it (the periodic sweeper). 1 if taken.
@@ -67,9 +70,7 @@ def sweep_once(
     a one-shot caller (``callstate sweep``) does not. Without ``api`` (no credentials configured)
     the sweep only prunes.
     """
-    client = redis or Redis.from_url(
-        settings.redis_url, socket_connect_timeout=settings.redis_timeout, socket_timeout=30
-    )
+    client = redis or connect(settings, command_timeout=COMMAND_TIMEOUT)
     try:
         store = Store(client, settings.retention_seconds)
         token = uuid.uuid4().hex
@@ -127,12 +128,7 @@ class Sweeper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        redis = Redis.from_url(
-            self.settings.redis_url,
-            socket_connect_timeout=self.settings.redis_timeout,
-            socket_timeout=30,
-            health_check_interval=30,
-        )
+        redis = connect(self.settings, command_timeout=COMMAND_TIMEOUT)
         try:
             while not self._stop.is_set():
                 self.tick(redis)
