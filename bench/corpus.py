@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlencode
 
-from histories import make_history
-from twiliosign import TOKEN, signature
-
 from callstate.event import Event
+from tests.histories import make_history
+from tests.twiliosign import TOKEN, signature
 
 #: The Host header every request carries, and the URL base its signature covers.
 HOST: Final = "127.0.0.1"

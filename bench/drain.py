@@ -30,7 +30,7 @@ from bench.profile import Profile, Profiler
 from bench.receiver import Cores
 from bench.redisstack import BenchRedis
 from callstate import keys
-from callstate.workers.store import STATUSES
+from workers.store import STATUSES
 
 #: Global keys whose memory is shared by every call (callstate.keys).
 GLOBAL_KEYS = [keys.RECENT, keys.ACTIVE, keys.PUBLISHED, keys.CHANGES, keys.SCHEMA]

@@ -30,12 +30,12 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
 
     settings.require_web()
     uvicorn.run(
-        "callstate.receiver.app:create_app",
+        "receiver.app:create_app",
         factory=True,
         host=args.host,
         port=settings.port,
         workers=args.workers,
-        # Forwarded headers are handled by callstate.receiver.publicurl, for the signed URL.
+        # Forwarded headers are handled by receiver.publicurl, for the signed URL.
         proxy_headers=False,
         access_log=False,
         # Not advertised: nothing for a scanner to match, and a little less work per request.
@@ -48,7 +48,7 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from callstate.workers import runner  # noqa: PLC0415 - the web process never imports it
+    from workers import runner  # noqa: PLC0415 - the web process never imports it
 
     logs.configure(settings.log_format)
     runner.run(settings, burst=args.burst, name=args.name)
@@ -58,7 +58,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     """The release step: configuration complete, Redis reachable, schema version written."""
     from callstate.connection import connect  # noqa: PLC0415
-    from callstate.workers.store import Store  # noqa: PLC0415
+    from workers.store import Store  # noqa: PLC0415
 
     settings.require_web()
     redis = connect(settings, command_timeout=settings.redis_timeout)
@@ -77,8 +77,8 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from callstate.twilioapi import TwilioAPI  # noqa: PLC0415
-    from callstate.workers.sweeper import sweep_once  # noqa: PLC0415
+    from workers.sweeper import sweep_once  # noqa: PLC0415
+    from workers.twilioapi import TwilioAPI  # noqa: PLC0415
 
     logs.configure(settings.log_format)
     if sweep_once(settings, api=TwilioAPI.from_settings(settings)) is None:
@@ -110,8 +110,8 @@ def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from callstate.connection import connect  # noqa: PLC0415
-    from callstate.workers.replay import replay  # noqa: PLC0415
-    from callstate.workers.store import Store  # noqa: PLC0415
+    from workers.replay import replay  # noqa: PLC0415
+    from workers.store import Store  # noqa: PLC0415
 
     if not args.all and not args.call_sids:
         raise SystemExit("callstate replay: name CALLSIDs or pass --all")

@@ -2,7 +2,7 @@
 
 Every error a caller may want to handle derives from :class:`CallstateError` and carries its data on
 attributes, never only in the message. The HTTP layer maps these classes to status codes in exactly
-one place (``callstate.receiver.app``); nothing else decides a status code.
+one place (``receiver.app``); nothing else decides a status code.
 """
 
 from __future__ import annotations

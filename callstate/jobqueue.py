@@ -20,8 +20,8 @@ from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.job import Job
 
-#: Dotted path of the job function (see callstate.workers.jobs).
-APPLY_EVENTS: Final = "callstate.workers.jobs.apply_events"
+#: Dotted path of the job function (see workers.jobs).
+APPLY_EVENTS: Final = "workers.jobs.apply_events"
 
 #: A job that raised, or whose worker died, is retried after these many seconds. The first retry
 #: is immediate: RQ then re-enqueues the job itself, without waiting for its scheduler, whose lock

@@ -28,7 +28,7 @@ PUBLISHED: Final = f"{PREFIX}:{{callstate}}:published"
 CHANGES: Final = f"{PREFIX}:{{callstate}}:changes"
 #: Sorted set: CallSid -> Unix seconds of the sweep's last REST request about it.
 SWEPT: Final = f"{PREFIX}:{{callstate}}:swept"
-#: String with a PX expiry: the sweep's lease (callstate.workers.sweep).
+#: String with a PX expiry: the sweep's lease (workers.sweep).
 SWEEP_LOCK: Final = f"{PREFIX}:{{callstate}}:sweep:lock"
 
 

@@ -52,10 +52,10 @@ class Settings:
     #: workers' per-job cost (RQ's bookkeeping: ~2 ms) from falling behind (bench/RESULTS.md).
     commit_interval_ms: int = 2
     #: The same while jobs wait in the queue (the workers are behind): up to this long, or until
-    #: 16 callbacks are in hand (see callstate.receiver.groupcommit).
+    #: 16 callbacks are in hand (see receiver.groupcommit).
     commit_behind_ms: int = 25
     #: Seconds a job may run before RQ stops it; a dead worker's job is retried this long plus
-    #: a few seconds after it started (see callstate.workers.runner).
+    #: a few seconds after it started (see workers.runner).
     job_timeout: int = 20
     #: Seconds a Redis command may take before the request is answered 503.
     redis_timeout: float = 2.0

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from redisserver import RedisServer
+
+from tests.redisserver import RedisServer
 
 
 @pytest.fixture(scope="session")

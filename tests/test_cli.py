@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
-from procs import environment, procfile
-from redisserver import RedisServer
-
 from callstate import keys
+from tests.procs import environment, procfile
+from tests.redisserver import RedisServer
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

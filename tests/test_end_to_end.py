@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx2 as httpx
 import orjson
 import redis
-from procs import environment, procfile, start_web, start_worker, wait_until
-from redisserver import RedisServer, free_port
-from twiliosign import ACCOUNT, TOKEN, call_params, call_sid, form_request
 
 from callstate import keys
+from tests.procs import environment, procfile, start_web, start_worker, wait_until
+from tests.redisserver import RedisServer, free_port
+from tests.twiliosign import ACCOUNT, TOKEN, call_params, call_sid, form_request
 
 SECRET = "end-to-end-secret-key"
 

@@ -29,18 +29,18 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from queued import queued_events
-from redisserver import RedisServer
 from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
-from twiliosign import ACCOUNT, TOKEN, call_params
 
 from callstate import keys, tokens
 from callstate.event import Event
-from callstate.receiver.app import create_app
 from callstate.settings import Settings
-from callstate.workers.reduce import TERMINAL_STATUSES
-from callstate.workers.store import Store
+from receiver.app import create_app
+from tests.queued import queued_events
+from tests.redisserver import RedisServer
+from tests.twiliosign import ACCOUNT, TOKEN, call_params
+from workers.reduce import TERMINAL_STATUSES
+from workers.store import Store
 
 _EXTRA_EXAMPLES = int(os.environ.get("CALLSTATE_FUZZ_EXAMPLES") or 0)
 settings.register_profile(

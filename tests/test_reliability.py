@@ -15,18 +15,18 @@ import httpx2 as httpx
 import orjson
 import pytest
 import redis
-from histories import make_history
-from procs import Process, environment, procfile, start_web, start_worker, wait_until
-from redisserver import RedisServer, free_port
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
-from twiliosign import TOKEN, call_params, call_sid, form_request
 
 from callstate import keys
 from callstate.event import Event
 from callstate.jobqueue import OrjsonSerializer, enqueue_events, make_queue
-from callstate.workers.reduce import reduce
-from callstate.workers.store import Store
+from tests.histories import make_history
+from tests.procs import Process, environment, procfile, start_web, start_worker, wait_until
+from tests.redisserver import RedisServer, free_port
+from tests.twiliosign import TOKEN, call_params, call_sid, form_request
+from workers.reduce import reduce
+from workers.store import Store
 
 RETENTION = 86_400
 

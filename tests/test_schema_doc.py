@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import orjson
 import redis
-from histories import make_history
 
 from callstate import keys
-from callstate.workers.store import Store
+from tests.histories import make_history
+from workers.store import Store
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "redis-schema.md").read_text()
 

@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 import redis
-from queued import queued_events
-from redisserver import RedisServer, free_port
 from starlette.testclient import TestClient
-from twiliosign import (
+
+from callstate.settings import Settings
+from receiver.app import create_app
+from tests.queued import queued_events
+from tests.redisserver import RedisServer, free_port
+from tests.twiliosign import (
     ACCOUNT,
     TOKEN,
     call_params,
@@ -19,9 +22,6 @@ from twiliosign import (
     get_url,
     signature,
 )
-
-from callstate.receiver.app import create_app
-from callstate.settings import Settings
 
 CALL_URL = "http://testserver/twilio/call-status"
 RECORDING_URL = "http://testserver/twilio/recording-status"

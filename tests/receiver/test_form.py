@@ -1,4 +1,4 @@
-"""Tests of callstate.receiver.form: decoding form bodies and query strings."""
+"""Tests of receiver.form: decoding form bodies and query strings."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from urllib.parse import parse_qsl, quote, urlencode
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors import P_20
 
 from callstate.errors import InvalidCallback
-from callstate.receiver.form import parse_form
+from receiver.form import parse_form
+from tests.vectors import P_20
 
 # Deterministic runs, nothing written to .hypothesis/; the file runs in about a second.
 FAST = settings(max_examples=300, derandomize=True, database=None)

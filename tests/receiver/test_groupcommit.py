@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from callstate.errors import StoreUnavailable
-from callstate.receiver.groupcommit import GroupCommit
+from receiver.groupcommit import GroupCommit
 
 
 class Writer:

@@ -23,15 +23,15 @@ import pytest
 import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from queued import queued_events
-from redisserver import RedisServer
 from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
-from twiliosign import TOKEN, MultiDict
 
 from callstate.event import Event
-from callstate.receiver.app import create_app
 from callstate.settings import Settings
+from receiver.app import create_app
+from tests.queued import queued_events
+from tests.redisserver import RedisServer
+from tests.twiliosign import TOKEN, MultiDict
 
 _EXTRA_EXAMPLES = int(os.environ.get("CALLSTATE_FUZZ_EXAMPLES") or 0)
 settings.register_profile(

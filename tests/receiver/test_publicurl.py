@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from callstate.receiver.publicurl import TrustedProxies, public_url
+from receiver.publicurl import TrustedProxies, public_url
 
 NOBODY = TrustedProxies.parse("")
 

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 import redis
-from histories import make_history
-from redisserver import RedisServer
 from starlette.testclient import TestClient
-from twiliosign import TOKEN
 
 from callstate import tokens
-from callstate.receiver.app import create_app
 from callstate.settings import Settings
-from callstate.workers.reduce import reduce
-from callstate.workers.store import Store
+from receiver.app import create_app
+from tests.histories import make_history
+from tests.redisserver import RedisServer
+from tests.twiliosign import TOKEN
+from workers.reduce import reduce
+from workers.store import Store
 
 KEY = "read-api-secret"
 

@@ -1,4 +1,4 @@
-"""Tests of callstate.receiver.signature against reference 3.9 and the official twilio package."""
+"""Tests of receiver.signature against reference 3.9 and the official twilio package."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator, add_port, remove_port
-from twiliosign import MultiDict
-from vectors import P_20, URL_20
 
 from callstate.errors import InvalidSignature
-from callstate.receiver.form import parse_form
-from callstate.receiver.signature import Keyring, compute_signature, url_variants, verify, verify_body
+from receiver.form import parse_form
+from receiver.signature import Keyring, compute_signature, url_variants, verify, verify_body
+from tests.twiliosign import MultiDict
+from tests.vectors import P_20, URL_20
 
 # Deterministic runs, nothing written to .hypothesis/.
 ORACLE = settings(max_examples=150, derandomize=True, database=None)

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import cast
 
 import redis
-from histories import make_history, redelivered
-from procs import Process, environment, procfile, wait_until
-from redisserver import RedisServer
 
 from callstate import keys
 from callstate.event import Event
 from callstate.jobqueue import enqueue_events, make_queue
-from callstate.workers.reduce import reduce
+from tests.histories import make_history, redelivered
+from tests.procs import Process, environment, procfile, wait_until
+from tests.redisserver import RedisServer
+from workers.reduce import reduce
 
 
 def test_concurrent_workers_reach_exactly_the_expected_states(

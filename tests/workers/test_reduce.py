@@ -1,4 +1,4 @@
-"""Tests of callstate.workers.reduce: the reconciliation rules of DESIGN section 3."""
+"""Tests of workers.reduce: the reconciliation rules of DESIGN section 3."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from histories import call_histories, redelivered, shuffled_with_duplicates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstate.event import Event, parse_timestamp
-from callstate.workers.reduce import _parse_time, reduce
-from callstate.workers.state import CallState
+from tests.histories import call_histories, redelivered, shuffled_with_duplicates
+from workers.reduce import _parse_time, reduce
+from workers.state import CallState
 
 CALL = "CA" + "a" * 32
 PARENT = "CA" + "b" * 32

@@ -1,4 +1,4 @@
-"""The Redis-backed reconciler (callstate.workers.store) against the session's real redis-server."""
+"""The Redis-backed reconciler (workers.store) against the session's real redis-server."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from typing import Any, cast
 
 import pytest
 import redis
-from histories import call_histories, make_history, shuffled_with_duplicates
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callstate import keys
 from callstate.event import Event
-from callstate.workers.reduce import reduce
-from callstate.workers.store import Store
+from tests.histories import call_histories, make_history, shuffled_with_duplicates
+from workers.reduce import reduce
+from workers.store import Store
 
 RETENTION = 30 * 86_400
 

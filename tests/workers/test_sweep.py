@@ -1,4 +1,4 @@
-"""The sweep (callstate.workers.sweep): stuck calls asked over REST, index pruning and the lease,
+"""The sweep (workers.sweep): stuck calls asked over REST, index pruning and the lease,
 against the session's real redis-server and a local server playing Twilio's Calls API.
 
 Time is injected: calls happen around :data:`T0` and each sweep is told what time it is.
@@ -15,22 +15,22 @@ from typing import Any
 
 import pytest
 import redis
-from faketwilio import ACCOUNT, SUBACCOUNT, TIMEOUT, TOKEN, FakeTwilio, basic, call_resource
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redisserver import RedisServer, free_port
 
 from callstate import keys
 from callstate.event import Event
 from callstate.logs import JSONFormatter
 from callstate.settings import Settings
-from callstate.twilioapi import TwilioAPI
-from callstate.workers import prune as prune_module
-from callstate.workers.prune import prune
-from callstate.workers.state import CallState
-from callstate.workers.store import Store
-from callstate.workers.sweep import SWEPT, SweepResult, rest_event, sweep
-from callstate.workers.sweeper import Sweeper, sweep_once
+from tests.faketwilio import ACCOUNT, SUBACCOUNT, TIMEOUT, TOKEN, FakeTwilio, basic, call_resource
+from tests.redisserver import RedisServer, free_port
+from workers import prune as prune_module
+from workers.prune import prune
+from workers.state import CallState
+from workers.store import Store
+from workers.sweep import SWEPT, SweepResult, rest_event, sweep
+from workers.sweeper import Sweeper, sweep_once
+from workers.twilioapi import TwilioAPI
 
 RETENTION = 30 * 86_400
 STUCK_AFTER = 1800

@@ -4,7 +4,7 @@
 
 1. adds them to the call's event set (a hash keyed by :meth:`Event.store_key`; a duplicate
    changes nothing) and reads the set back with the stored state, pipelined for the whole batch;
-2. reduces the set to a state (pure: :func:`callstate.workers.reduce.reduce`);
+2. reduces the set to a state (pure: :func:`workers.reduce.reduce`);
 3. writes the state only if it changed, with a compare-and-set on the call's version (a Lua script
    that touches only that call's keys), retrying the calls whose version moved under it;
 4. publishes every new version to the global indexes and the change stream with one script per
@@ -37,8 +37,8 @@ from redis.exceptions import NoScriptError
 
 from callstate import keys
 from callstate.event import Event
-from callstate.workers.reduce import reduce
-from callstate.workers.state import CallState
+from workers.reduce import reduce
+from workers.state import CallState
 
 logger = logging.getLogger("callstate.worker")
 
@@ -86,7 +86,7 @@ class _Read:
 
 
 def _script(name: str) -> str:
-    return files("callstate.workers").joinpath(name).read_text()
+    return files("workers").joinpath(name).read_text()
 
 
 class Store:

@@ -2,7 +2,7 @@
 
 :func:`reduce` takes every stored event of a call (its call-progress and recording callbacks, and the
 terminal observations of the REST sweep) and returns the :class:`CallState` that DESIGN section 3
-documents (:mod:`callstate.workers.state`). No I/O, no clock: the result depends only on the SET of
+documents (:mod:`workers.state`). No I/O, no clock: the result depends only on the SET of
 distinct events, never on their order or on how many times one was delivered, so any worker that
 reduces the same set writes the same bytes. Every choice below is therefore made by a total order
 over events whose last key is the event's canonical bytes (distinct events never share them).
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from callstate.event import Event, parse_sequence_number, parse_timestamp
-from callstate.workers.state import CallEventEntry, CallState, Recording
+from workers.state import CallEventEntry, CallState, Recording
 
 #: Call status rank (DESIGN section 3). Unknown or missing statuses rank below ``queued`` and never
 #: decide the call's status.

@@ -41,9 +41,9 @@ from callstate.connection import connect
 from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.logs import log_event
 from callstate.settings import Settings
-from callstate.workers import jobs
-from callstate.workers.store import Store
-from callstate.workers.sweeper import Sweeper
+from workers import jobs
+from workers.store import Store
+from workers.sweeper import Sweeper
 
 logger = logging.getLogger("callstate.worker")
 

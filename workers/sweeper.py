@@ -21,9 +21,9 @@ from callstate import keys
 from callstate.connection import connect
 from callstate.logs import log_event
 from callstate.settings import Settings
-from callstate.twilioapi import TwilioAPI
-from callstate.workers.store import Store
-from callstate.workers.sweep import SweepResult, sweep
+from workers.store import Store
+from workers.sweep import SweepResult, sweep
+from workers.twilioapi import TwilioAPI
 
 logger = logging.getLogger("callstate.sweep")
 

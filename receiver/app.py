@@ -5,8 +5,8 @@ hands everything else to a Starlette app, whose lifespan owns the Redis connecti
 group-commit writer. Nothing happens at import time. uvicorn runs it with ``--factory`` (see
 ``callstate web``).
 
-The callback endpoints live in :mod:`callstate.receiver.callbacks`, the read API in
-:mod:`callstate.receiver.readapi`; both raise :class:`~callstate.errors.RequestRejected` subclasses
+The callback endpoints live in :mod:`receiver.callbacks`, the read API in
+:mod:`receiver.readapi`; both raise :class:`~callstate.errors.RequestRejected` subclasses
 that :func:`error_answer` turns into answers, for :class:`Receiver` and Starlette's handlers alike.
 """
 
@@ -43,12 +43,12 @@ from callstate.errors import (
 )
 from callstate.jobqueue import enqueue_batch, make_queue
 from callstate.logs import LineBuffer
-from callstate.receiver import readapi
-from callstate.receiver.callbacks import LOG, CallbackEndpoint
-from callstate.receiver.groupcommit import GroupCommit
-from callstate.receiver.publicurl import TrustedProxies
-from callstate.receiver.signature import Keyring
 from callstate.settings import Settings
+from receiver import readapi
+from receiver.callbacks import LOG, CallbackEndpoint
+from receiver.groupcommit import GroupCommit
+from receiver.publicurl import TrustedProxies
+from receiver.signature import Keyring
 
 #: The status code of each refusal; every other exception is a bug (and a 500).
 STATUS: Final[dict[type[Exception], int]] = {

@@ -13,7 +13,7 @@ from typing import Final
 
 from callstate import keys
 from callstate.event import CALL_SID
-from callstate.workers.store import Store
+from workers.store import Store
 
 #: Calls refreshed per round trip.
 CHUNK: Final = 200

@@ -1,6 +1,6 @@
 """The reconciled call: the data model of DESIGN section 3 and its JSON.
 
-:class:`CallState` is what :func:`callstate.workers.reduce.reduce` returns, what the store keeps
+:class:`CallState` is what :func:`workers.reduce.reduce` returns, what the store keeps
 (its :meth:`CallState.to_json` bytes) and what the read API and dashboards read back. The JSON keys
 and their order are part of the public contract (docs/redis-schema.md).
 """

@@ -16,7 +16,7 @@ from rq import get_current_job
 from callstate.event import Event
 from callstate.logs import log_event
 from callstate.settings import Settings
-from callstate.workers.store import Store
+from workers.store import Store
 
 logger = logging.getLogger("callstate.worker")
 

@@ -1,7 +1,7 @@
 """A client for the one Twilio REST request callstate makes: fetch a Call resource.
 
 ``GET {TWILIO_API_BASE}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP Basic auth
-(reference section 5). The stuck-call sweep (:mod:`callstate.workers.sweep`) uses it to learn how a
+(reference section 5). The stuck-call sweep (:mod:`workers.sweep`) uses it to learn how a
 call ended when its terminal callback never arrived.
 
 Credentials, best first: an API key (``TWILIO_API_KEY_SID`` + secret), else the account SID and its

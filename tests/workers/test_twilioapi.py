@@ -1,4 +1,4 @@
-"""The Twilio REST client (callstate.twilioapi) against a local HTTP server playing the Calls API.
+"""The Twilio REST client (workers.twilioapi) against a local HTTP server playing the Calls API.
 
 :class:`FakeTwilio` answers ``GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with the
 Call resource JSON documented in ``reference/twilio-making-calls-ja.txt`` (or with an error, a hang,
@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faketwilio import (
+
+from callstate.errors import ConfigError
+from callstate.settings import Settings
+from tests.faketwilio import (
     ACCOUNT,
     CALL,
     KEY_SECRET,
@@ -24,11 +27,8 @@ from faketwilio import (
     FakeTwilio,
     basic,
 )
-from redisserver import free_port
-
-from callstate.errors import ConfigError
-from callstate.settings import Settings
-from callstate.twilioapi import TwilioAPI, TwilioAPIError
+from tests.redisserver import free_port
+from workers.twilioapi import TwilioAPI, TwilioAPIError
 
 
 @pytest.fixture

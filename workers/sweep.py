@@ -5,7 +5,7 @@ Two jobs, both bounded per sweep:
 1. **Stuck calls.** Twilio retries a callback at most once, and a call canceled while ``queued``
    fires no callback at all (reference 1.2), so a call can stay non-final forever. A call in the
    ACTIVE index whose latest event is ``stuck_after`` seconds old is asked about over REST
-   (:mod:`callstate.twilioapi`), oldest first, at most ``limit`` requests per sweep, and not again
+   (:mod:`workers.twilioapi`), oldest first, at most ``limit`` requests per sweep, and not again
    within ``stuck_after`` (the :data:`SWEPT` zset remembers when each was asked). A terminal answer
    becomes an event of source ``rest`` named like a StatusCallback and goes through
    :meth:`Store.apply` like any callback; the reducer lets a later callback carrying a
@@ -20,8 +20,8 @@ and the sweep moves on; an error about *Twilio or us* (429, 5xx, timeout, refuse
 Every ask but a 429 is recorded in SWEPT, so a call that always fails cannot block the head of the
 queue; a 429 is not about the call, which is asked first at the next sweep.
 
-:func:`sweep` is the core (time injected); :mod:`callstate.workers.prune` does step 2, and
-:mod:`callstate.workers.sweeper` runs sweeps periodically under a lease shared by the workers.
+:func:`sweep` is the core (time injected); :mod:`workers.prune` does step 2, and
+:mod:`workers.sweeper` runs sweeps periodically under a lease shared by the workers.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from callstate import keys
 from callstate.errors import InvalidCallback
 from callstate.event import Event, parse_callback
 from callstate.logs import log_event
-from callstate.twilioapi import TwilioAPI, TwilioAPIError
-from callstate.workers.prune import PRUNE_LIMIT, members, prune
-from callstate.workers.reduce import TERMINAL_STATUSES
-from callstate.workers.store import Store
+from workers.prune import PRUNE_LIMIT, members, prune
+from workers.reduce import TERMINAL_STATUSES
+from workers.store import Store
+from workers.twilioapi import TwilioAPI, TwilioAPIError
 
 logger = logging.getLogger("callstate.sweep")
 

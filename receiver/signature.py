@@ -6,7 +6,7 @@ auth tokens (primary, previous during a rotation, per-subaccount) and the ``body
 webhooks. The rules and their sources are in ``shared/reference/twilio-callbacks.md`` section 3; its
 vectors (3.9) are in ``tests/receiver/test_signature.py``, with the official ``twilio`` package as a
 test-only oracle. Pure and stdlib-only: the caller supplies the public URL, the decoded parameters
-(:func:`callstate.receiver.form.parse_form`) and the header value.
+(:func:`receiver.form.parse_form`) and the header value.
 
 Speed: the parameter part of the string to sign is built once per request and shared by every URL
 variant and token, and HMAC keys are derived once per :class:`Keyring`. A callback signed the usual way

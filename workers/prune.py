@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from callstate import keys
-from callstate.workers.store import STATUSES, Store
+from workers.store import STATUSES, Store
 
 #: Index entries checked for pruning per sweep: one EXISTS each, pipelined.
 PRUNE_LIMIT: Final = 1000

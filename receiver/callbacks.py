@@ -7,7 +7,7 @@ as a :class:`~callstate.errors.RequestRejected` and turned into HTTP by the app'
 
 This is the hot path of the service, so it is a plain ASGI app rather than a Starlette endpoint: it
 reads the few headers it needs in one pass over the raw list and sends a prebuilt 204, without
-Request and Response objects; the app (:class:`callstate.receiver.app.Receiver`) calls it directly.
+Request and Response objects; the app (:class:`receiver.app.Receiver`) calls it directly.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from starlette.types import Receive, Scope, Send
 
 from callstate.errors import InvalidCallback, InvalidSignature, PayloadTooLarge, UnsupportedMediaType
 from callstate.event import Kind, scan_callback, wire_event
-from callstate.receiver.form import parse_form
-from callstate.receiver.publicurl import public_url
-from callstate.receiver.signature import verify
+from receiver.form import parse_form
+from receiver.publicurl import public_url
+from receiver.signature import verify
 
 if TYPE_CHECKING:
     from callstate.settings import Settings
