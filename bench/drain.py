@@ -30,11 +30,11 @@ from bench.profile import Profile, Profiler
 from bench.receiver import Cores
 from bench.redisstack import BenchRedis
 from callstate import keys
-from workers.store import STATUSES
+from callstate.status import PUBLISHED_STATUSES
 
 #: Global keys whose memory is shared by every call (callstate.keys).
 GLOBAL_KEYS = [keys.RECENT, keys.ACTIVE, keys.PUBLISHED, keys.CHANGES, keys.SCHEMA]
-GLOBAL_KEYS += [keys.by_status(status) for status in STATUSES]
+GLOBAL_KEYS += [keys.by_status(status) for status in PUBLISHED_STATUSES]
 
 
 @dataclass(frozen=True, slots=True)

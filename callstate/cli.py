@@ -34,7 +34,7 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
         factory=True,
         host=args.host,
         port=settings.port,
-        workers=args.workers,
+        workers=args.workers or settings.web_concurrency,
         # Forwarded headers are handled by receiver.publicurl, for the signed URL.
         proxy_headers=False,
         access_log=False,
@@ -131,7 +131,6 @@ def parser() -> argparse.ArgumentParser:
     web.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
         help="uvicorn processes (default: $WEB_CONCURRENCY or 1)",
     )
     web.set_defaults(run=_web)

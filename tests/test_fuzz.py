@@ -35,11 +35,11 @@ from twilio.request_validator import RequestValidator
 from callstate import keys, tokens
 from callstate.event import Event
 from callstate.settings import Settings
+from callstate.status import CALL_STATUS_RANK, TERMINAL_STATUSES
 from receiver.app import create_app
 from tests.queued import queued_events
 from tests.redisserver import RedisServer
 from tests.twiliosign import ACCOUNT, TOKEN, call_params
-from workers.reduce import TERMINAL_STATUSES
 from workers.store import Store
 
 _EXTRA_EXAMPLES = int(os.environ.get("CALLSTATE_FUZZ_EXAMPLES") or 0)
@@ -490,7 +490,7 @@ TIMES: Final = st.one_of(
     st.datetimes().map(lambda moment: moment.strftime("%a, %d %b %Y %H:%M:%S +0000")),
     TEXT,
 )
-_KNOWN_STATUSES: Final = ["queued", "initiated", "ringing", "in-progress", *sorted(TERMINAL_STATUSES)]
+_KNOWN_STATUSES: Final = list(CALL_STATUS_RANK)
 STATUSES: Final = st.one_of(
     st.sampled_from(_KNOWN_STATUSES),
     st.sampled_from(_KNOWN_STATUSES).map(str.upper),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from callstate.errors import ConfigError
@@ -80,3 +83,36 @@ class TestFromEnviron:
         with pytest.raises(ConfigError) as info:
             Settings.from_environ({}).require_web()
         assert info.value.variable == "TWILIO_AUTH_TOKEN"
+
+
+class TestReadme:
+    """README's configuration table is derived by hand from :class:`Settings`; keep them one."""
+
+    @staticmethod
+    def table() -> dict[str, str]:
+        """Variable -> default as README's "Configuration" table states it (``""`` for none)."""
+        readme = (Path(__file__).parent.parent / "README.md").read_text()
+        section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+        rows: dict[str, str] = {}
+        for line in section.splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if len(cells) < 3 or not cells[0].startswith("`"):
+                continue
+            names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+            stated = cells[1] if cells[1].startswith("`") else ""  # "(required by web)" is no default
+            defaults = re.findall(r"`([^`]*)`", stated) or [""] * len(names)
+            if len(defaults) != len(names):
+                defaults = [cells[1]] * len(names)
+            rows.update(zip(names, defaults, strict=True))
+        return rows
+
+    def test_every_variable_is_documented_and_nothing_else(self) -> None:
+        """The table names exactly the variables that Settings reads."""
+        assert set(self.table()) == set(Settings.variables())
+
+    def test_documented_defaults_are_the_real_ones(self) -> None:
+        """Where the table states a default, it is the field's default."""
+        table = self.table()
+        for name, default in Settings.variables().items():
+            if table[name]:
+                assert table[name] == str(default), name

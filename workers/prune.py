@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from callstate import keys
-from workers.store import STATUSES, Store
+from callstate.status import PUBLISHED_STATUSES
+from workers.store import Store
 
 #: Index entries checked for pruning per sweep: one EXISTS each, pipelined.
 PRUNE_LIMIT: Final = 1000
@@ -68,5 +69,5 @@ def prune(store: Store, *, now: float, limit: int = PRUNE_LIMIT) -> int:
             args += [sid, seen.decode() if seen is not None else ""]
     if len(args) == 1:
         return 0
-    script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, *(keys.by_status(s) for s in STATUSES)]
+    script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, *(keys.by_status(s) for s in PUBLISHED_STATUSES)]
     return int(redis.register_script(PRUNE_SCRIPT)(keys=script_keys, args=args))

@@ -9,11 +9,9 @@
 -- one (a worker that committed v but published after another published v+1) only adds its
 -- stream entry, so every change has one; the published version itself is a repeat: nothing.
 -- Returns the number of stream entries added.
-local statuses = {'queued', 'initiated', 'ringing', 'in-progress', 'completed', 'busy', 'failed',
-                  'no-answer', 'canceled', 'none'}
 local status_key = {}
-for i, name in ipairs(statuses) do
-  status_key[name] = KEYS[4 + i]
+for i = 5, #KEYS do
+  status_key[string.match(KEYS[i], ':([^:]+)$')] = KEYS[i]
 end
 
 local count = (#ARGV - 1) / 5

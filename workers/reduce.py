@@ -15,37 +15,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from callstate.event import Event, parse_sequence_number, parse_timestamp
+from callstate.status import CALL_STATUS_RANK, RECORDING_STATUS_RANK, TERMINAL_STATUSES, UNKNOWN_RANK
 from workers.state import CallEventEntry, CallState, Recording
-
-#: Call status rank (DESIGN section 3). Unknown or missing statuses rank below ``queued`` and never
-#: decide the call's status.
-CALL_STATUS_RANK: Final[Mapping[str, int]] = {
-    "queued": 0,
-    "initiated": 1,
-    "ringing": 2,
-    "in-progress": 3,
-    "completed": 4,
-    "busy": 4,
-    "failed": 4,
-    "no-answer": 4,
-    "canceled": 4,
-}
-TERMINAL_STATUSES: Final = frozenset(s for s, rank in CALL_STATUS_RANK.items() if rank == 4)
-_UNKNOWN_RANK: Final = -1
-
-#: Recording status rank: ``in-progress`` < ``completed`` | ``absent`` | ``failed``; anything else
-#: (REST-only values such as ``paused``, or a missing status) below them.
-_RECORDING_STATUS_RANK: Final[Mapping[str, int]] = {
-    "in-progress": 1,
-    "completed": 2,
-    "absent": 2,
-    "failed": 2,
-}
 
 #: Call parameters taken from the greatest call event that carries a non-empty value.
 _CARRIED: Final = ("AccountSid", "ParentCallSid", "Direction", "From", "To", "AnsweredBy")
@@ -76,7 +52,7 @@ class _Seen:
         self.fields = fields
         self.canonical = canonical
         self.seq: int | None = None
-        self.rank = _UNKNOWN_RANK
+        self.rank = UNKNOWN_RANK
         self.time: datetime | None = None
         self.time_key = _NO_TIME
 
@@ -117,7 +93,7 @@ def reduce(call_sid: str, events: Iterable[Event]) -> CallState:
             calls.append(seen)
         else:
             status = seen.fields.get("RecordingStatus")
-            seen.rank = _RECORDING_STATUS_RANK.get(status, 0) if status else 0
+            seen.rank = RECORDING_STATUS_RANK.get(status, 0) if status else 0
             recordings.setdefault(seen.fields["RecordingSid"], []).append(seen)
     return _call_state(call_sid, calls, recordings)
 
@@ -127,7 +103,7 @@ def _read_call_facts(seen: _Seen) -> None:
     seen.seq = parse_sequence_number(fields.get("SequenceNumber"))
     status = fields.get("CallStatus")
     if status:
-        seen.rank = CALL_STATUS_RANK.get(status, _UNKNOWN_RANK)
+        seen.rank = CALL_STATUS_RANK.get(status, UNKNOWN_RANK)
     seen.time = _parse_time(fields.get("Timestamp"))
     if seen.time is not None:
         seen.time_key = seen.time.timestamp()
@@ -140,7 +116,7 @@ def _call_state(call_sid: str, calls: list[_Seen], recordings: dict[str, list[_S
         key=lambda s: (s.rank, -1 if s.seq is None else s.seq, s.time_key, s.canonical),
         reverse=True,
     )
-    winner = ordered[0] if ordered and ordered[0].rank != _UNKNOWN_RANK else None
+    winner = ordered[0] if ordered and ordered[0].rank != UNKNOWN_RANK else None
     status = winner.fields["CallStatus"] if winner is not None else None
     final = status in TERMINAL_STATUSES
     carried = {name: _first_carried(ordered, name) for name in _CARRIED}

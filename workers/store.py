@@ -37,25 +37,11 @@ from redis.exceptions import NoScriptError
 
 from callstate import keys
 from callstate.event import Event
+from callstate.status import NO_STATUS, PUBLISHED_STATUSES
 from workers.reduce import reduce
 from workers.state import CallState
 
 logger = logging.getLogger("callstate.worker")
-
-#: Every status a call can be published under: the indexes' keys are declared to Redis up front
-#: (Cluster wants a script's keys named), and unknown statuses never win (DESIGN section 3).
-STATUSES: Final = (
-    "queued",
-    "initiated",
-    "ringing",
-    "in-progress",
-    "completed",
-    "busy",
-    "failed",
-    "no-answer",
-    "canceled",
-    "none",
-)
 
 #: A call whose version keeps moving under us this many times in one job is left to a retry.
 MAX_CAS_ROUNDS: Final = 20
@@ -243,9 +229,9 @@ class Store:
         args: list[str | int | float] = [int((now - self.retention) * 1000)]
         for sid, (version, state) in entries.items():
             score = state.updated_at.timestamp() if state.updated_at is not None else now
-            args += [sid, version, state.status or "none", int(state.final), score]
+            args += [sid, version, state.status or NO_STATUS, int(state.final), score]
         script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.CHANGES]
-        script_keys += [keys.by_status(status) for status in STATUSES]
+        script_keys += [keys.by_status(status) for status in PUBLISHED_STATUSES]
         return int(self._publish(keys=script_keys, args=args))
 
     def _store_orphans(self, events: Sequence[Event]) -> None:

@@ -38,8 +38,8 @@ from callstate import keys
 from callstate.errors import InvalidCallback
 from callstate.event import Event, parse_callback
 from callstate.logs import log_event
+from callstate.status import TERMINAL_STATUSES
 from workers.prune import PRUNE_LIMIT, members, prune
-from workers.reduce import TERMINAL_STATUSES
 from workers.store import Store
 from workers.twilioapi import TwilioAPI, TwilioAPIError
 
