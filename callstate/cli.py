@@ -77,7 +77,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.sweeper import sweep_once  # noqa: PLC0415
+    from workers.sweep import sweep_once  # noqa: PLC0415
     from workers.twilioapi import TwilioAPI  # noqa: PLC0415
 
     logs.configure(settings.log_format)

@@ -151,13 +151,14 @@ class Event:
         return f"{self.identity()}|{self.digest()}"
 
     def to_wire(self) -> dict[str, Any]:
-        """The job payload form (canonical form plus delivery metadata)."""
-        wire: dict[str, Any] = {"kind": self.kind, "source": self.source, "params": self.params}
-        if self.received_at is not None:
-            wire["received_at"] = self.received_at
-        if self.idempotency_token is not None:
-            wire["idempotency_token"] = self.idempotency_token
-        return wire
+        """The job payload form (canonical form plus delivery metadata), made by :func:`wire_event`."""
+        return wire_event(
+            self.kind,
+            self.params,
+            source=self.source,
+            received_at=self.received_at,
+            idempotency_token=self.idempotency_token,
+        )
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Event:
@@ -261,12 +262,18 @@ def wire_event(
     kind: Kind,
     params: Sequence[tuple[str, str]],
     *,
-    received_at: float,
+    source: str = "twilio",
+    received_at: float | None,
     idempotency_token: str | None,
 ) -> dict[str, Any]:
-    """The :meth:`Event.to_wire` form of a checked callback, without building the :class:`Event`
-    (the receiver's hot path: the workers put ``params`` in canonical order when they read it)."""
-    wire: dict[str, Any] = {"kind": kind, "source": "twilio", "params": params, "received_at": received_at}
+    """The job payload of one event: the one producer of the dict that :meth:`Event.from_wire` reads.
+
+    The receiver calls it directly with a checked callback, without building the :class:`Event`
+    (its hot path: the workers put ``params`` in canonical order when they read it).
+    """
+    wire: dict[str, Any] = {"kind": kind, "source": source, "params": params}
+    if received_at is not None:
+        wire["received_at"] = received_at
     if idempotency_token is not None:
         wire["idempotency_token"] = idempotency_token
     return wire

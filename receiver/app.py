@@ -2,12 +2,14 @@
 
 ``create_app(settings)`` builds the app: a :class:`Receiver` that answers callbacks itself and
 hands everything else to a Starlette app, whose lifespan owns the Redis connection pool and the
-group-commit writer. Nothing happens at import time. uvicorn runs it with ``--factory`` (see
+group-commit writer: it builds the process's typed :class:`~receiver.resources.Resources` and
+closes them on exit. Nothing happens at import time. uvicorn runs it with ``--factory`` (see
 ``callstate web``).
 
 The callback endpoints live in :mod:`receiver.callbacks`, the read API in
-:mod:`receiver.readapi`; both raise :class:`~callstate.errors.RequestRejected` subclasses
-that :func:`error_answer` turns into answers, for :class:`Receiver` and Starlette's handlers alike.
+:mod:`receiver.readapi`; both raise :class:`~callstate.errors.RequestRejected` subclasses, which
+carry their own status code and headers; :func:`error_answer` turns them into answers, for
+:class:`Receiver` and Starlette's handlers alike.
 """
 
 from __future__ import annotations
@@ -30,17 +32,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from callstate.connection import connect
-from callstate.errors import (
-    InvalidCallback,
-    InvalidSignature,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    RequestRejected,
-    StoreUnavailable,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from callstate.errors import MethodNotAllowed, RequestRejected, StoreUnavailable
 from callstate.jobqueue import enqueue_batch, make_queue
 from callstate.logs import LineBuffer
 from callstate.settings import Settings
@@ -48,21 +40,14 @@ from receiver import readapi
 from receiver.callbacks import LOG, CallbackEndpoint
 from receiver.groupcommit import GroupCommit
 from receiver.publicurl import TrustedProxies
+from receiver.resources import STATE_KEY, Resources
 from receiver.signature import Keyring
-
-#: The status code of each refusal; every other exception is a bug (and a 500).
-STATUS: Final[dict[type[Exception], int]] = {
-    InvalidCallback: 400,
-    Unauthorized: 401,
-    InvalidSignature: 403,
-    NotFound: 404,
-    MethodNotAllowed: 405,
-    PayloadTooLarge: 413,
-    UnsupportedMediaType: 415,
-}
 
 #: Seconds between two writes of the buffered request log lines.
 LOG_FLUSH_INTERVAL: Final = 0.1
+
+#: The methods of the callback endpoints (HEAD is a GET without a body, as everywhere in HTTP).
+CALLBACK_METHODS: Final = ("GET", "HEAD", "POST")
 
 
 def create_app(settings: Settings | None = None) -> Receiver:
@@ -77,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
     request_log = LineBuffer("callstate.web", settings.log_format)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Resources]]:
         redis = connect(settings, command_timeout=settings.redis_timeout)
         queue = make_queue(redis, settings.queue_name)
         commit = GroupCommit(
@@ -86,10 +71,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
             min_interval=settings.commit_interval_ms / 1000,
             behind_interval=settings.commit_behind_ms / 1000,
         )
-        app.state.redis = redis
-        app.state.commit = commit
-        app.state.keyring = keyring
-        app.state.trusted = trusted
+        resources = Resources(settings=settings, redis=redis, commit=commit, keyring=keyring, trusted=trusted)
         flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again while requests churn through short-lived objects, and let
@@ -98,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         try:
-            yield
+            yield {STATE_KEY: resources}
         finally:
             await commit.aclose()
             flusher.cancel()
@@ -112,14 +94,9 @@ def create_app(settings: Settings | None = None) -> Receiver:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        exception_handlers={
-            RequestRejected: handle_error,
-            StoreUnavailable: handle_error,
-            RedisError: handle_error,
-        },
+        exception_handlers={RequestRejected: handle_error, RedisError: handle_error},
         lifespan=lifespan,
     )
-    app.state.settings = settings
     return Receiver(app, request_log)
 
 
@@ -130,33 +107,39 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Redis answers a PING; 503 otherwise."""
-    await run_in_threadpool(request.app.state.redis.ping)
+    await run_in_threadpool(Resources.of(request).redis.ping)
     return PlainTextResponse("ready")
 
 
 # -- errors to HTTP: the only place ------------------------------------------------------------
 
 
-def error_answer(exc: Exception, settings: Settings) -> tuple[int, str, dict[str, str]]:
-    """(status, reason, extra headers) for an exception an endpoint raised on purpose.
+def error_answer(exc: Exception, settings: Settings) -> tuple[RequestRejected, PlainTextResponse]:
+    """The refusal ``exc`` stands for, and its answer: the error's own status code and headers.
 
-    Fail closed: a callback that could not be stored gets 503 with Retry-After, never 2xx.
+    A Redis error is a :class:`StoreUnavailable`: fail closed, a callback that could not be
+    stored gets 503 with Retry-After (the configured one unless the error names its own), never
+    2xx. Anything else is a bug and is not handled here.
     """
-    if isinstance(exc, RequestRejected):
-        status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
-        return status, exc.reason, {}
-    return 503, "store unavailable, retry later", {"Retry-After": str(settings.retry_after)}
+    rejected = exc if isinstance(exc, RequestRejected) else StoreUnavailable(cause=type(exc).__name__)
+    headers = rejected.headers
+    if isinstance(rejected, StoreUnavailable) and "Retry-After" not in headers:
+        headers = {**headers, "Retry-After": str(settings.retry_after)}
+    answer = PlainTextResponse(rejected.reason, status_code=rejected.status_code, headers=headers)
+    return rejected, answer
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
     """Starlette's handler for the read API and the probes."""
-    status, reason, headers = error_answer(exc, request.app.state.settings)
-    _note_reason(request.scope, exc, reason)
-    return PlainTextResponse(reason, status_code=status, headers=headers)
+    rejected, answer = error_answer(exc, Resources.of(request).settings)
+    _note_reason(request.scope, rejected)
+    return answer
 
 
-def _note_reason(scope: Scope, exc: Exception, reason: str) -> None:
-    detail = reason if isinstance(exc, RequestRejected) else f"{reason}: {type(exc).__name__}"
+def _note_reason(scope: Scope, rejected: RequestRejected) -> None:
+    detail = rejected.reason
+    if isinstance(rejected, StoreUnavailable) and rejected.cause:
+        detail = f"{detail}: {rejected.cause}"
     scope.setdefault(LOG, {})["reason"] = detail
 
 
@@ -181,11 +164,10 @@ class Receiver:
 
     def __init__(self, app: Starlette, lines: LineBuffer) -> None:
         self.app = app
-        self.state = app.state
         self.lines = lines
         self.callbacks = {
-            "/twilio/call-status": CallbackEndpoint("call", app.state),
-            "/twilio/recording-status": CallbackEndpoint("recording", app.state),
+            "/twilio/call-status": CallbackEndpoint("call"),
+            "/twilio/recording-status": CallbackEndpoint("recording"),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -214,18 +196,16 @@ class Receiver:
             )
 
     async def _callback(self, endpoint: CallbackEndpoint, scope: Scope, receive: Receive, send: Send) -> int:
+        resources = Resources.of(scope)
         try:
-            # HEAD is a GET without a body, as everywhere in HTTP (and Starlette).
-            if scope["method"] not in ("GET", "HEAD", "POST"):
-                raise MethodNotAllowed("callbacks are GET or POST")
-            await endpoint(scope, receive, send)
-        except (RequestRejected, StoreUnavailable, RedisError) as exc:
-            status, reason, headers = error_answer(exc, self.state.settings)
-            if status == 405:
-                headers["Allow"] = "GET, HEAD, POST"
-            _note_reason(scope, exc, reason)
-            await PlainTextResponse(reason, status_code=status, headers=headers)(scope, receive, send)
-            return status
+            if scope["method"] not in CALLBACK_METHODS:
+                raise MethodNotAllowed("callbacks are GET or POST", allow=CALLBACK_METHODS)
+            await endpoint(resources, scope, receive, send)
+        except (RequestRejected, RedisError) as exc:
+            rejected, answer = error_answer(exc, resources.settings)
+            _note_reason(scope, rejected)
+            await answer(scope, receive, send)
+            return rejected.status_code
         return 204
 
     async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> int:

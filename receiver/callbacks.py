@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final
 
-from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from callstate.errors import InvalidCallback, InvalidSignature, PayloadTooLarge, UnsupportedMediaType
@@ -25,7 +24,7 @@ from receiver.publicurl import public_url
 from receiver.signature import verify
 
 if TYPE_CHECKING:
-    from callstate.settings import Settings
+    from receiver.resources import Resources
 
 FORM: Final = "application/x-www-form-urlencoded"
 
@@ -42,16 +41,14 @@ _END: Final = {"type": "http.response.body", "body": b"", "more_body": False}
 
 class CallbackEndpoint:
     """The ASGI app of ``/twilio/call-status`` (``kind="call"``) or ``/twilio/recording-status``
-    (``kind="recording"``), for GET and POST. ``state`` is the app state the lifespan fills:
-    ``settings``, ``keyring``, ``trusted`` and ``commit``."""
+    (``kind="recording"``), for GET and POST, called by the app with the process's
+    :class:`~receiver.resources.Resources`."""
 
-    def __init__(self, kind: Kind, state: State) -> None:
+    def __init__(self, kind: Kind) -> None:
         self.kind = kind
-        self.state = state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = self.state
-        settings: Settings = state.settings
+    async def __call__(self, resources: Resources, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = resources.settings
         log = scope.setdefault(LOG, {})
         log["kind"] = self.kind
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
@@ -72,9 +69,9 @@ class CallbackEndpoint:
             # 3.3), so they are read from the query and no body parameters are signed.
             params = _parse_signed(scope.get("query_string", b""))
             signed = []
-        url = public_url(scope, settings.public_base_url, state.trusted)
+        url = public_url(scope, settings.public_base_url, resources.trusted)
         fields, fault = scan_callback(self.kind, params)
-        verify(state.keyring, url, signed, signature, account_sid=fields.get("AccountSid"))
+        verify(resources.keyring, url, signed, signature, account_sid=fields.get("AccountSid"))
         if fault is not None:
             raise fault
         log["call_sid"] = fields.get("CallSid")
@@ -82,7 +79,7 @@ class CallbackEndpoint:
         if self.kind == "recording":
             log["recording_sid"] = fields["RecordingSid"]
         token = headers.get(b"i-twilio-idempotency-token")
-        await state.commit.submit(
+        await resources.commit.submit(
             wire_event(
                 self.kind,
                 params,

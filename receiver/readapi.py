@@ -15,17 +15,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callstate import keys, tokens
-from callstate.errors import InvalidCallback, NotFound
+from callstate.errors import InvalidQuery, NotFound
 from callstate.event import CALL_SID
+from callstate.status import PUBLISHED_STATUSES
+from receiver.resources import Resources
 
 MAX_LIMIT: Final = 1000
 _FINAL_VALUES: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
-def _authorize(request: Request) -> None:
-    settings = request.app.state.settings
+def _authorize(request: Request) -> Resources:
+    """The process's resources, once the request carries a valid read token."""
+    resources = Resources.of(request)
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    tokens.check(settings.secret_key, token.strip() if scheme.lower() == "bearer" else "")
+    tokens.check(resources.settings.secret_key, token.strip() if scheme.lower() == "bearer" else "")
+    return resources
 
 
 def _json(body: bytes) -> Response:
@@ -34,11 +38,10 @@ def _json(body: bytes) -> Response:
 
 async def get_call(request: Request) -> Response:
     """One call's state; 400 for a malformed SID, 404 for an unknown one."""
-    _authorize(request)
+    redis = _authorize(request).redis
     sid = request.path_params["sid"]
     if not CALL_SID.fullmatch(sid):
-        raise InvalidCallback("CallSid is malformed", field="CallSid")
-    redis: Redis = request.app.state.redis
+        raise InvalidQuery("CallSid is malformed", field="CallSid")
     state = cast(bytes | None, await run_in_threadpool(redis.hget, keys.call(sid), "state"))
     if state is None:
         raise NotFound("no such call")
@@ -47,20 +50,19 @@ async def get_call(request: Request) -> Response:
 
 async def list_calls(request: Request) -> Response:
     """``{"calls": [...]}`` newest first, filtered by ``status``, ``final``; ``limit`` <= 1000."""
-    _authorize(request)
+    redis = _authorize(request).redis
     query = request.query_params
     raw_limit = query.get("limit", "100")
     plain = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= len(str(MAX_LIMIT))
     if not plain or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise InvalidCallback(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
+        raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
     raw_final = query.get("final")
     if raw_final is not None and raw_final.lower() not in _FINAL_VALUES:
-        raise InvalidCallback("final must be true or false", field="final")
+        raise InvalidQuery("final must be true or false", field="final")
     final = None if raw_final is None else _FINAL_VALUES[raw_final.lower()]
     status = query.get("status") or None
-    if status is not None and (len(status) > 32 or not status.replace("-", "").isalpha()):
-        raise InvalidCallback("status is malformed", field="status")
-    redis: Redis = request.app.state.redis
+    if status is not None and status not in PUBLISHED_STATUSES:
+        raise InvalidQuery(f"status must be one of {', '.join(PUBLISHED_STATUSES)}", field="status")
     states = await run_in_threadpool(_recent_states, redis, status, final, int(raw_limit))
     return _json(b'{"calls":[' + b",".join(states) + b"]}")
 

@@ -43,7 +43,7 @@ from callstate.logs import log_event
 from callstate.settings import Settings
 from workers import jobs
 from workers.store import Store
-from workers.sweeper import Sweeper
+from workers.sweep import Sweeper
 
 logger = logging.getLogger("callstate.worker")
 

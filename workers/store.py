@@ -36,6 +36,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from callstate import keys
+from callstate.errors import StoreConflict
 from callstate.event import Event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
 from workers.reduce import reduce
@@ -45,10 +46,6 @@ logger = logging.getLogger("callstate.worker")
 
 #: A call whose version keeps moving under us this many times in one job is left to a retry.
 MAX_CAS_ROUNDS: Final = 20
-
-
-class ConflictError(RuntimeError):
-    """The compare-and-set kept losing; the job fails and RQ retries it (it is idempotent)."""
 
 
 @dataclass(slots=True)
@@ -143,7 +140,7 @@ class Store:
             # Read the losers again (no events to add this time).
             reads |= self._add_and_read({sid: [] for sid in pending})[0]
         else:
-            raise ConflictError(f"{len(pending)} calls kept changing under this job")
+            raise StoreConflict(len(pending))
 
         if to_publish:
             result.published = self._publish_versions(to_publish)

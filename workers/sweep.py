@@ -1,94 +1,67 @@
 """The sweep: the store's periodic housekeeping, run by every worker process under one shared lease.
 
-Two jobs, both bounded per sweep:
-
-1. **Stuck calls.** Twilio retries a callback at most once, and a call canceled while ``queued``
-   fires no callback at all (reference 1.2), so a call can stay non-final forever. A call in the
-   ACTIVE index whose latest event is ``stuck_after`` seconds old is asked about over REST
-   (:mod:`workers.twilioapi`), oldest first, at most ``limit`` requests per sweep, and not again
-   within ``stuck_after`` (the :data:`SWEPT` zset remembers when each was asked). A terminal answer
-   becomes an event of source ``rest`` named like a StatusCallback and goes through
-   :meth:`Store.apply` like any callback; the reducer lets a later callback carrying a
-   ``SequenceNumber`` win over it. A non-terminal answer or a 404 changes nothing.
-2. **Index pruning.** Call keys expire by TTL; the global indexes do not. Entries of RECENT, ACTIVE,
-   the status zsets and PUBLISHED whose call key is gone and whose score is older than the
-   retention are removed.
-
-Failure policy of the REST part: an error about *this call* (404, an unreadable answer) is logged
-and the sweep moves on; an error about *Twilio or us* (429, 5xx, timeout, refused connection,
-401/403) ends the REST part of this sweep, since every further request would fail the same way.
-Every ask but a 429 is recorded in SWEPT, so a call that always fails cannot block the head of the
-queue; a 429 is not about the call, which is asked first at the next sweep.
-
-:func:`sweep` is the core (time injected); :mod:`workers.prune` does step 2, and
-:mod:`workers.sweeper` runs sweeps periodically under a lease shared by the workers.
+One sweep does two bounded things: it asks Twilio about stuck calls (:mod:`workers.stuck`), then
+prunes the index entries of expired calls (:mod:`workers.prune`). :func:`sweep` is one sweep with
+time injected; :func:`sweep_once` runs it under the lease (:data:`callstate.keys.SWEEP_LOCK`), and
+every worker runs a :class:`Sweeper` thread that calls it periodically, so the workers together
+sweep about once per interval while any of them lives. A thread rather than an RQ job: REST
+requests never wait behind callbacks in the queue nor hold one up, and there is no chain of
+scheduled jobs to break. ``callstate sweep`` runs one sweep by hand.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
 
-import orjson
 from redis import Redis
 
 from callstate import keys
-from callstate.errors import InvalidCallback
-from callstate.event import Event, parse_callback
+from callstate.connection import connect
 from callstate.logs import log_event
-from callstate.status import TERMINAL_STATUSES
-from workers.prune import PRUNE_LIMIT, members, prune
+from callstate.settings import Settings
+from workers.prune import PRUNE_LIMIT, prune
 from workers.store import Store
-from workers.twilioapi import TwilioAPI, TwilioAPIError
+from workers.stuck import SWEPT, StuckCalls, ask_stuck
+from workers.twilioapi import TwilioAPI
 
 logger = logging.getLogger("callstate.sweep")
 
-#: CallSid -> Unix seconds of the last REST request about it (any answer but 429). A call in it
-#: is not asked again until ``stuck_after`` has passed; each sweep removes the entries older than
-#: that, so it holds only the calls asked in the last ``stuck_after`` seconds.
-SWEPT: Final = keys.SWEPT
-#: Stuck ACTIVE entries read per round trip (their SWEPT scores and states) while looking for calls
-#: to ask.
-_SCAN_PAGE: Final = 200
-#: At most ``_SCAN_FACTOR * limit`` stuck ACTIVE entries are looked at per sweep: calls asked
-#: recently are skipped, and this keeps a long tail of them from making a sweep slow.
-_SCAN_FACTOR: Final = 20
+#: Seconds between sweeps, across all workers together.
+SWEEP_INTERVAL: Final = 60
+#: Seconds a Redis command of the sweep may take (pruning reads up to a thousand entries).
+COMMAND_TIMEOUT: Final = 30
 
-#: REST Call resource field -> the StatusCallback parameter it becomes (reference 1.3 and 5).
-_REST_FIELDS: Final = (
-    ("sid", "CallSid"),
-    ("account_sid", "AccountSid"),
-    ("status", "CallStatus"),
-    ("duration", "CallDuration"),
-    ("parent_call_sid", "ParentCallSid"),
-    ("direction", "Direction"),
-    ("from", "From"),
-    ("to", "To"),
-    ("answered_by", "AnsweredBy"),
-)
+# Take the lease: ARGV[1] token, ARGV[2] lease ms, ARGV[3] '1' to take it over an 'idle' lease
+# (a one-shot `callstate sweep`), '0' to respect it (the periodic sweeper). 1 if taken.
+_ACQUIRE: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and not (ARGV[3] == '1' and current == 'idle') then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# End the lease if still ours: 'idle' for ARGV[2] more ms, so the next sweep waits for the interval.
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], 'idle', 'PX', ARGV[2])
+return 1
+"""
 
 
 @dataclass(slots=True)
-class SweepResult:
+class SweepResult(StuckCalls):
     """What one sweep did; the fields of its log line."""
 
-    #: ACTIVE entries looked at (stuck and not asked recently).
-    scanned: int = 0
-    #: REST requests made.
-    asked: int = 0
-    #: Calls a terminal REST answer made final.
-    finalized: list[str] = field(default_factory=list)
-    #: REST says the call is not over yet.
-    still_active: int = 0
-    not_found: int = 0
-    #: Other per-call failures: transient, credentials, unreadable answer.
-    failed: int = 0
-    #: Stuck in ACTIVE but not asked: call key expired, already final, or no account/credentials.
-    skipped: int = 0
-    #: Why the REST part ended early: ``rate_limited``, ``unavailable``, ``credentials``, ``budget``.
-    stopped: str | None = None
     #: Calls whose index entries were pruned.
     pruned: int = 0
 
@@ -104,40 +77,6 @@ class SweepResult:
             "stopped": self.stopped,
             "pruned": self.pruned,
         }
-
-
-def rest_event(resource: Mapping[str, Any], call_sid: str) -> Event | None:
-    """The event a REST Call resource stands for: ``None`` unless its status is terminal.
-
-    Named like a StatusCallback (CallSid, AccountSid, CallStatus, CallDuration, Timestamp,
-    ParentCallSid, Direction, From, To, AnsweredBy), source ``rest``, no ``SequenceNumber``, so a
-    terminal callback that arrives later outranks it. ``Timestamp`` is ``end_time``, else
-    ``date_updated`` (both RFC 2822 as Twilio gives them). Raises :class:`ValueError` for a resource
-    that is not the call asked about or carries malformed SIDs.
-    """
-    if resource.get("sid") != call_sid:
-        raise ValueError("the answer is about another call")
-    status = resource.get("status")
-    # REST has no `initiated` (reference 1.4); any non-terminal or unknown status changes nothing.
-    if status not in TERMINAL_STATUSES:
-        return None
-    params = [(name, value) for key, name in _REST_FIELDS if (value := _text(resource.get(key)))]
-    timestamp = _text(resource.get("end_time")) or _text(resource.get("date_updated"))
-    if timestamp:
-        params.append(("Timestamp", timestamp))
-    try:
-        checked = parse_callback("call", params)
-    except InvalidCallback as exc:
-        raise ValueError(exc.reason) from None
-    return Event.create("call", checked.params, source="rest")
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def sweep(
@@ -161,89 +100,100 @@ def sweep(
     # Asks older than stuck_after no longer hold anything back.
     store.redis.zremrangebyscore(SWEPT, "-inf", f"({started - stuck_after}")
     if api is not None and limit > 0:
-        _ask_stuck(store, api, result, stuck_after=stuck_after, limit=limit, now=now, budget=budget)
+        ask_stuck(store, api, result, stuck_after=stuck_after, limit=limit, now=now, budget=budget)
     if prune_limit > 0:
         result.pruned = prune(store, now=started, limit=prune_limit)
     log_event(logger, "sweep", logging.INFO, **result.fields(), ms=round((now() - started) * 1000, 1))
     return result
 
 
-def _ask_stuck(
-    store: Store,
-    api: TwilioAPI,
-    result: SweepResult,
+def sweep_once(
+    settings: Settings,
     *,
-    stuck_after: float,
-    limit: int,
-    now: Callable[[], float],
-    budget: float | None,
-) -> None:
-    started = now()
-    for sid, raw_state in _stuck_calls(store.redis, cutoff=started - stuck_after, limit=limit):
-        if result.asked >= limit:
-            return
-        result.scanned += 1
-        state = orjson.loads(raw_state) if raw_state is not None else None
-        # An expired call is left to pruning: a REST event would bring back a call we let go.
-        account = (state.get("account_sid") or api.account_sid) if state is not None else None
-        if state is None or state.get("final") or not account or api.credentials_for(account) is None:
-            result.skipped += 1
-            continue
-        if budget is not None and now() - started >= budget:
-            result.stopped = "budget"
-            return
-        result.asked += 1
-        try:
-            resource = api.fetch_call(account, sid)
-        except TwilioAPIError as exc:
-            if exc.rate_limited:
-                log_event(
-                    logger, "sweep_rate_limited", logging.WARNING, call_sid=sid, retry_after=exc.retry_after
-                )
-                result.stopped = "rate_limited"
-                return
-            store.redis.zadd(SWEPT, {sid: now()})
-            if exc.not_found:
-                result.not_found += 1
-                log_event(logger, "sweep_call_not_found", logging.WARNING, call_sid=sid)
-                continue
-            result.failed += 1
-            level = logging.ERROR if exc.credentials else logging.WARNING
-            log_event(
-                logger, "sweep_call_failed", level, call_sid=sid, http_status=exc.status, reason=exc.reason
-            )
-            if exc.transient or exc.credentials:
-                result.stopped = "credentials" if exc.credentials else "unavailable"
-                return
-            continue
-        store.redis.zadd(SWEPT, {sid: now()})
-        try:
-            event = rest_event(resource, sid)
-        except ValueError as exc:
-            result.failed += 1
-            log_event(logger, "sweep_call_failed", logging.WARNING, call_sid=sid, reason=str(exc))
-            continue
-        if event is None:
-            result.still_active += 1
-            continue
-        store.apply([event])
-        result.finalized.append(sid)
-        log_event(logger, "sweep_call_final", call_sid=sid, status=event.status)
+    api: TwilioAPI | None,
+    redis: Redis | None = None,
+    now: Callable[[], float] = time.time,
+    interval: float = SWEEP_INTERVAL,
+    periodic: bool = False,
+) -> SweepResult | None:
+    """One sweep under the shared lease; ``None`` when another process holds it.
 
-
-def _stuck_calls(redis: Redis, *, cutoff: float, limit: int) -> Iterator[tuple[str, bytes | None]]:
-    """(CallSid, stored state or None) of ACTIVE calls scored at or before ``cutoff`` and absent from
-    SWEPT, oldest first, among the first ``_SCAN_FACTOR * limit`` such ACTIVE entries.
-
-    The entries are read at once: paging by offset would skip some as the sweep removes the calls
-    it finalizes from ACTIVE. States are read a page at a time, as the caller needs them.
+    The lease covers the longest sweep (``interval`` of REST requests, one more request timeout,
+    the pruning); when the sweep ends it turns ``idle`` for the rest of ``interval``, so all the
+    workers together sweep about once per interval. A ``periodic`` caller respects an idle lease;
+    a one-shot caller (``callstate sweep``) does not. Without ``api`` (no credentials configured)
+    the sweep only prunes.
     """
-    stuck = members(redis.zrangebyscore(keys.ACTIVE, "-inf", cutoff, start=0, num=_SCAN_FACTOR * limit))
-    for offset in range(0, len(stuck), _SCAN_PAGE):
-        page = stuck[offset : offset + _SCAN_PAGE]
-        asked = redis.zmscore(SWEPT, page)
-        fresh = [sid for sid, score in zip(page, asked, strict=True) if score is None]
-        pipe = redis.pipeline(transaction=False)
-        for sid in fresh:
-            pipe.hget(keys.call(sid), "state")
-        yield from zip(fresh, pipe.execute(), strict=True)
+    client = redis or connect(settings, command_timeout=COMMAND_TIMEOUT)
+    try:
+        store = Store(client, settings.retention_seconds)
+        token = uuid.uuid4().hex
+        request_timeout = api.timeout if api is not None else 0
+        lease_ms = int((interval + 2 * request_timeout + 30) * 1000)
+        acquire = client.register_script(_ACQUIRE)
+        if not acquire(keys=[keys.SWEEP_LOCK], args=[token, lease_ms, "0" if periodic else "1"]):
+            return None
+        started = now()
+        try:
+            return sweep(
+                store,
+                api,
+                stuck_after=settings.stuck_after,
+                limit=settings.sweep_limit,
+                now=now,
+                budget=interval,
+            )
+        finally:
+            rest_ms = max(1, int((interval - (now() - started)) * 1000))
+            client.register_script(_RELEASE)(keys=[keys.SWEEP_LOCK], args=[token, rest_ms])
+    finally:
+        if redis is None:
+            client.close()
+
+
+class Sweeper:
+    """Runs :func:`sweep_once` every ``interval`` seconds in a daemon thread of a worker process.
+
+    Every worker runs one; the lease makes them sweep about once per interval together, and the
+    sweep goes on while any worker lives. A thread rather than an RQ job: REST requests never wait
+    behind callbacks in the queue nor hold one up, and there is no chain of scheduled jobs to break.
+    Errors (Redis down, a bug) are logged and the next tick tries again.
+    """
+
+    def __init__(
+        self, settings: Settings, *, interval: float = SWEEP_INTERVAL, api: TwilioAPI | None = None
+    ) -> None:
+        """``api`` defaults to the settings' credentials (a bad ``TWILIO_API_BASE`` is a
+        :class:`~callstate.errors.ConfigError` here, at start-up)."""
+        self.settings = settings
+        self.interval = interval
+        self.api = api if api is not None else TwilioAPI.from_settings(settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="callstate-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop and wait ``timeout`` seconds at most (a REST request in flight
+        may take that long; the thread is a daemon, so it never holds the process up)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        redis = connect(self.settings, command_timeout=COMMAND_TIMEOUT)
+        try:
+            while not self._stop.is_set():
+                self.tick(redis)
+                self._stop.wait(self.interval)
+        finally:
+            redis.close()
+
+    def tick(self, redis: Redis) -> SweepResult | None:
+        """One attempt to sweep; never raises."""
+        try:
+            return sweep_once(self.settings, api=self.api, redis=redis, interval=self.interval, periodic=True)
+        except Exception as exc:  # the thread must outlive any one failure
+            log_event(logger, "sweep_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            return None

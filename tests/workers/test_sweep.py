@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from callstate import keys
+from callstate.errors import UnusableAnswer
 from callstate.event import Event
 from callstate.logs import JSONFormatter
 from callstate.settings import Settings
@@ -28,8 +29,8 @@ from workers import prune as prune_module
 from workers.prune import prune
 from workers.state import CallState
 from workers.store import Store
-from workers.sweep import SWEPT, SweepResult, rest_event, sweep
-from workers.sweeper import Sweeper, sweep_once
+from workers.stuck import SWEPT, rest_event
+from workers.sweep import Sweeper, SweepResult, sweep, sweep_once
 from workers.twilioapi import TwilioAPI
 
 RETENTION = 30 * 86_400
@@ -145,12 +146,12 @@ class TestRestEvent:
 
     def test_an_answer_about_another_call_is_refused(self) -> None:
         """The resource must be the call asked about."""
-        with pytest.raises(ValueError, match="another call"):
+        with pytest.raises(UnusableAnswer, match="another call"):
             rest_event(call_resource(sid(2)), sid(1))
 
     def test_a_malformed_sid_is_refused(self) -> None:
         """A SID field that is not a SID makes the answer unusable, as it would a callback."""
-        with pytest.raises(ValueError, match="ParentCallSid"):
+        with pytest.raises(UnusableAnswer, match="ParentCallSid"):
             rest_event(call_resource(sid(1), parent_call_sid="CA-nope"), sid(1))
 
 
