@@ -61,7 +61,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from workers.store import Store  # noqa: PLC0415
 
     settings.require_web()
-    redis = connect(settings, command_timeout=settings.redis_timeout)
+    redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
     Store(redis, settings.retention_seconds).write_schema_version()
     print(f"callstate: configuration ok, Redis ok, schema {keys.SCHEMA_VERSION}")  # noqa: T201
     return 0
@@ -95,7 +95,8 @@ def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
     from callstate.jobqueue import make_queue  # noqa: PLC0415
 
     logs.configure(settings.log_format)
-    queue = make_queue(connect(settings, command_timeout=settings.redis_timeout), settings.queue_name)
+    redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
+    queue = make_queue(redis, settings.queue_name)
     registry = FailedJobRegistry(queue=queue)
     requeued = 0
     for job_id in registry.get_job_ids():
@@ -116,7 +117,8 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if not args.all and not args.call_sids:
         raise SystemExit("callstate replay: name CALLSIDs or pass --all")
     logs.configure(settings.log_format)
-    store = Store(connect(settings, command_timeout=settings.redis_timeout), settings.retention_seconds)
+    redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
+    store = Store(redis, settings.retention_seconds)
     calls, changed = replay(store, None if args.all else args.call_sids)
     print(f"replayed {calls} call(s), {changed} changed")  # noqa: T201
     return 0
@@ -171,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"callstate: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except RedisError as exc:
-        print(f"callstate: Redis unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        from callstate.connection import describe_error  # noqa: PLC0415
+
+        print(f"callstate: Redis unavailable: {describe_error(exc)}", file=sys.stderr)  # noqa: T201
         return 3
     return code
 

@@ -1,4 +1,14 @@
-"""The Redis connection: one way to open it, for every process.
+"""The Redis connection: one way to open it, for every process and every thread.
+
+The web process, the workers (and the RQ scheduler they fork, which copies the pool's options), the
+sweep thread and every ``callstate`` command connect through :func:`connect`, so ``REDIS_URL`` and
+the TLS settings mean the same everywhere (README, "Redis over TLS").
+
+TLS. A ``rediss://`` URL is verified by default: the certificate chain against the system's CAs (or
+``REDIS_TLS_CA_FILE``) and the host name. Heroku Key-Value Store serves self-signed certificates on a
+``REDIS_URL`` the platform sets and the app cannot edit, so verification is relaxed by a separate
+setting, ``REDIS_TLS_VERIFY=none``, which app.json declares. A failed verification is turned into
+one line naming both settings by :func:`describe_error`.
 
 Connecting never waits longer than ``redis_timeout`` (Redis down is noticed quickly); how long a
 command may take depends on the caller, so it is a parameter.
@@ -6,22 +16,100 @@ command may take depends on the caller, so it is a parameter.
 
 from __future__ import annotations
 
-from redis import Redis
+import ssl
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from redis import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from callstate.settings import Settings
 
+#: Every connection announces its role (``CLIENT SETNAME``), so that ``CLIENT LIST`` shows who
+#: holds what (README, "Connection budget"); RQ renames one worker connection to the worker's name.
+NAME_PREFIX: Final = "callstate-"
 
-def connect(settings: Settings, *, command_timeout: float | None) -> Redis:
-    """A client for ``REDIS_URL``.
+_VERIFY_FAILED: Final = "CERTIFICATE_VERIFY_FAILED"
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS keyword arguments for ``settings`` (empty for a plain ``redis://`` URL).
+
+    ``REDIS_TLS_VERIFY=none`` accepts any certificate (no chain, no host name check): encryption
+    without authentication of the server, what a self-signed certificate allows. Otherwise the chain
+    and host name are checked, against ``REDIS_TLS_CA_FILE`` when it is set.
+    """
+    if urlsplit(settings.redis_url).scheme != "rediss":
+        return {}
+    if settings.redis_tls_verify == "none":
+        return {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.redis_tls_ca_file:
+        options["ssl_ca_certs"] = settings.redis_tls_ca_file
+    return options
+
+
+def connect(
+    settings: Settings, *, command_timeout: float | None, role: str, max_connections: int | None = None
+) -> Redis:
+    """A client for ``REDIS_URL``; its connections are named ``callstate-<role>``.
 
     ``command_timeout`` bounds each command: the web process uses ``redis_timeout`` (a callback
     gets 503 rather than hanging); the workers pass ``None`` because RQ's blocking dequeue sets its
-    own socket timeout.
+    own socket timeout. Connections are opened lazily, on first use, by redis-py's pool.
+
+    ``max_connections`` caps the pool for a client shared by threads (the web process's thread
+    pool would otherwise open one connection per concurrent request, against a plan's connection
+    limit): a thread then waits up to ``redis_timeout`` for a free connection, and a request that
+    cannot get one fails like any Redis error (503). ``None``: a pool without a cap, for clients
+    used by one thread at a time.
     """
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=command_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        socket_keepalive=True,
-        health_check_interval=30,
+    options: dict[str, Any] = {
+        "socket_timeout": command_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "client_name": NAME_PREFIX + role,
+        **tls_options(settings),
+    }
+    if max_connections is None:
+        return Redis.from_url(settings.redis_url, **options)
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=max_connections, timeout=settings.redis_timeout, **options
     )
+    return Redis(connection_pool=pool)
+
+
+def is_verify_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failed TLS certificate verification."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or _VERIFY_FAILED in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def describe_error(exc: RedisError) -> str:
+    """One line for an operator: what went wrong talking to Redis, and which setting fixes a TLS
+    verification failure. Never holds the password of ``REDIS_URL`` (redis-py's messages name only
+    host and port)."""
+    if is_verify_failure(exc):
+        return (
+            f"Redis TLS certificate not trusted ({_verify_detail(exc)}): set REDIS_TLS_CA_FILE to the "
+            "CA certificate that signed it, or REDIS_TLS_VERIFY=none for a provider with self-signed "
+            "certificates (Heroku Key-Value Store; app.json sets it)"
+        )
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _verify_detail(exc: BaseException) -> str:
+    """The certificate problem as OpenSSL states it, e.g. ``self-signed certificate``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) and seen.verify_message:
+            return str(seen.verify_message)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(exc).split())
+    detail = text.partition("certificate verify failed:")[2].partition("(_ssl.c")[0].strip()
+    return detail or _VERIFY_FAILED

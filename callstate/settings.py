@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -78,6 +79,12 @@ def redis_url(raw: str) -> str:
     return raw
 
 
+def readable_file(raw: str) -> str:
+    if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
+        raise ValueError(f"{raw} is not a readable file")
+    return raw
+
+
 def public_base_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -135,6 +142,11 @@ class Settings:
     """
 
     redis_url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0", redis_url)
+    #: For ``rediss://``: ``required`` checks chain and host name, ``none`` accepts any certificate
+    #: (Heroku Key-Value Store's are self-signed; app.json sets it). See callstate.connection.
+    redis_tls_verify: str = setting("REDIS_TLS_VERIFY", "required", choice("required", "none"))
+    #: A PEM file of CA certificates trusted for ``rediss://`` instead of the system's.
+    redis_tls_ca_file: str | None = setting("REDIS_TLS_CA_FILE", None, readable_file)
     port: int = setting("PORT", 8000, integer(1, 65535))
     #: uvicorn processes in one web process (Heroku sets it by dyno size).
     web_concurrency: int = setting("WEB_CONCURRENCY", 1, integer(1, 64))
@@ -179,6 +191,10 @@ class Settings:
     redis_timeout: float = 2.0
     #: Seconds a client should wait before retrying after a 503.
     retry_after: int = 5
+
+    def __post_init__(self) -> None:
+        if self.redis_tls_ca_file is not None and self.redis_tls_verify == "none":
+            raise ConfigError("REDIS_TLS_CA_FILE", "is set but REDIS_TLS_VERIFY=none checks nothing")
 
     @property
     def retention_seconds(self) -> int:

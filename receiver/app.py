@@ -31,7 +31,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from callstate.connection import connect
+from callstate.connection import connect, describe_error
 from callstate.errors import MethodNotAllowed, RequestRejected, StoreUnavailable
 from callstate.jobqueue import enqueue_batch, make_queue
 from callstate.logs import LineBuffer
@@ -42,6 +42,11 @@ from receiver.groupcommit import GroupCommit
 from receiver.publicurl import TrustedProxies
 from receiver.resources import STATE_KEY, Resources
 from receiver.signature import Keyring
+
+#: Redis connections of one web process (README, "Connection budget"): the group commit's writes in
+#: flight, each on its own connection; and the read API and probes, whose requests run on threads.
+COMMIT_CONNECTIONS: Final = 2
+READ_CONNECTIONS: Final = 2
 
 #: Seconds between two writes of the buffered request log lines.
 LOG_FLUSH_INTERVAL: Final = 0.1
@@ -63,10 +68,21 @@ def create_app(settings: Settings | None = None) -> Receiver:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Resources]]:
-        redis = connect(settings, command_timeout=settings.redis_timeout)
-        queue = make_queue(redis, settings.queue_name)
+        # Two capped pools (README, "Connection budget"): callbacks' writes never wait for a
+        # connection behind read requests, and a burst of reads cannot open one connection each.
+        redis = connect(
+            settings, command_timeout=settings.redis_timeout, role="web", max_connections=READ_CONNECTIONS
+        )
+        commit_redis = connect(
+            settings,
+            command_timeout=settings.redis_timeout,
+            role="web-commit",
+            max_connections=COMMIT_CONNECTIONS,
+        )
+        queue = make_queue(commit_redis, settings.queue_name)
         commit = GroupCommit(
             partial(enqueue_batch, queue, timeout=settings.job_timeout),
+            in_flight=COMMIT_CONNECTIONS,
             max_batch=settings.batch_max,
             min_interval=settings.commit_interval_ms / 1000,
             behind_interval=settings.commit_behind_ms / 1000,
@@ -86,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
             flusher.cancel()
             request_log.flush()
             redis.close()
+            commit_redis.close()
 
     app = Starlette(
         routes=[
@@ -121,7 +138,12 @@ def error_answer(exc: Exception, settings: Settings) -> tuple[RequestRejected, P
     stored gets 503 with Retry-After (the configured one unless the error names its own), never
     2xx. Anything else is a bug and is not handled here.
     """
-    rejected = exc if isinstance(exc, RequestRejected) else StoreUnavailable(cause=type(exc).__name__)
+    if isinstance(exc, RequestRejected):
+        rejected = exc
+    else:
+        # The error path only: a TLS verification failure names the setting that fixes it.
+        cause = describe_error(exc) if isinstance(exc, RedisError) else type(exc).__name__
+        rejected = StoreUnavailable(cause=cause)
     headers = rejected.headers
     if isinstance(rejected, StoreUnavailable) and "Retry-After" not in headers:
         headers = {**headers, "Retry-After": str(settings.retry_after)}

@@ -30,6 +30,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+from redis.exceptions import RedisError
+
+from callstate.connection import describe_error
 from callstate.errors import StoreUnavailable
 from callstate.logs import log_event
 
@@ -130,16 +133,12 @@ class GroupCommit:
         try:
             backlog = await loop.run_in_executor(self._executor, self._writer, items)
         except Exception as exc:  # every failure means "not stored": 503, never 2xx
-            log_event(
-                logger,
-                "enqueue_failed",
-                logging.WARNING,
-                events=len(items),
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            # A TLS verification failure names the setting that fixes it.
+            error = describe_error(exc) if isinstance(exc, RedisError) else f"{type(exc).__name__}: {exc}"
+            log_event(logger, "enqueue_failed", logging.WARNING, events=len(items), error=error)
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(StoreUnavailable(str(exc)))
+                    future.set_exception(StoreUnavailable(error))
             return
         self.backlog = backlog or 0
         for _, future in batch:

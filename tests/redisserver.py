@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from tests.tlscerts import ServerCert
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -24,30 +26,56 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process; ``url`` points at database 0."""
+    """One redis-server process; ``url`` points at database 0.
 
-    def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
+    With ``tls`` it listens for TLS only (``rediss://``), with that certificate, as managed Redis
+    services do; with ``password`` it wants AUTH (``requirepass``), and ``url`` carries it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendfsync: str = "everysec",
+        tls: ServerCert | None = None,
+        password: str | None = None,
+    ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not on PATH: run the tests with `make test`")
         self.directory = directory
         self.port = free_port()
         self.appendfsync = appendfsync
+        self.tls = tls
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
+        """A client of the test itself (it trusts the server's certificate authority)."""
+        tls = {} if self.tls is None else {"ssl_ca_certs": str(self.tls.ca), "ssl_check_hostname": False}
+        return redis.Redis.from_url(self.url, socket_timeout=5, client_name="test", **tls)
+
+    def _listen(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        password = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
             [
                 "redis-server",
-                "--port",
-                str(self.port),
+                *self._listen(),
+                *password,
                 "--bind",
                 "127.0.0.1",
                 "--dir",

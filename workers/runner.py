@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from callstate.connection import connect
+from callstate.connection import connect, describe_error
 from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.logs import log_event
 from callstate.settings import Settings
@@ -113,7 +113,7 @@ def build_worker(settings: Settings, name: str) -> EventWorker:
 
     Talks to Redis (schema version), so it raises ``RedisError`` when Redis is down.
     """
-    redis = connect(settings, command_timeout=None)
+    redis = connect(settings, command_timeout=None, role="worker")
     store = Store(redis, settings.retention_seconds)
     store.write_schema_version()
     jobs.bind(store)
@@ -169,7 +169,7 @@ def _work(settings: Settings, *, burst: bool, name: str | None) -> None:
                 logger,
                 "redis_unavailable",
                 logging.WARNING,
-                error=f"{type(exc).__name__}: {exc}",
+                error=describe_error(exc),
                 retry_in_s=round(delay, 1),
             )
         else:

@@ -124,7 +124,7 @@ def sweep_once(
     a one-shot caller (``callstate sweep``) does not. Without ``api`` (no credentials configured)
     the sweep only prunes.
     """
-    client = redis or connect(settings, command_timeout=COMMAND_TIMEOUT)
+    client = redis or connect(settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
     try:
         store = Store(client, settings.retention_seconds)
         token = uuid.uuid4().hex
@@ -182,7 +182,7 @@ class Sweeper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        redis = connect(self.settings, command_timeout=COMMAND_TIMEOUT)
+        redis = connect(self.settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
         try:
             while not self._stop.is_set():
                 self.tick(redis)
