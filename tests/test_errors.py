@@ -78,10 +78,23 @@ class TestHierarchy:
         """Fail closed: an unstored callback is a 503 that tells the client when to retry."""
         rejected, answer = error_answer(RedisConnectionError("refused"), SETTINGS)
         assert isinstance(rejected, StoreUnavailable)
-        assert rejected.cause == "ConnectionError"
+        assert rejected.cause == "ConnectionError: refused"
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "7"
         assert "refused" not in bytes(answer.body).decode()
+
+    def test_a_tls_verification_failure_names_the_settings_in_the_log(self) -> None:
+        """The cause (logged, never sent) says which settings fix an untrusted certificate."""
+        error = RedisConnectionError(
+            "Error 1 connecting to kv.example:6380. [SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+            "verify failed: self-signed certificate (_ssl.c:1006)."
+        )
+        rejected, answer = error_answer(error, SETTINGS)
+        assert isinstance(rejected, StoreUnavailable)
+        assert "(self-signed certificate)" in rejected.cause
+        assert "REDIS_TLS_VERIFY=none" in rejected.cause
+        assert "REDIS_TLS_CA_FILE" in rejected.cause
+        assert "REDIS_TLS" not in bytes(answer.body).decode()
 
     def test_a_store_error_naming_its_retry_after_keeps_it(self) -> None:
         _, answer = error_answer(StoreUnavailable("full", retry_after=30), SETTINGS)
