@@ -8,10 +8,11 @@ for :data:`SIGNED_BASE` plus the path: the URL every design sees, whatever port 
 Two corpora:
 
 * :func:`progress_corpus`: calls firing ``initiated``, ``ringing``, ``in-progress``, ``completed``
-  (``SequenceNumber`` 0 to 3) in order, with Twilio's full parameter set (28 parameters, 31 on the
-  terminal callback); every line is a distinct (CallSid, SequenceNumber). Calls are interleaved in
+  (``SequenceNumber`` 0 to 3) in order, with Twilio's full parameter set
+  (:func:`callstate.traffic.answered_call`: 28 parameters, 31 on the terminal callback, a few more
+  now and then); every line is a distinct (CallSid, SequenceNumber). Calls are interleaved in
   blocks so that a call's next event comes a block later, as calls overlap in production.
-* :func:`history_corpus`: the realistic histories of ``tests/histories.py`` (recordings, lost
+* :func:`history_corpus`: the realistic histories of :mod:`callstate.traffic` (recordings, lost
   callbacks, child legs...), out of order and with some callbacks delivered twice, for the workers.
 """
 
@@ -20,14 +21,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlencode
 
 from callstate.event import Event
-from tests.histories import make_history
+from callstate.traffic import PATHS, answered_call, arrival_order, make_history
 from tests.twiliosign import TOKEN, signature
 
 #: The Host header every request carries, and the URL base its signature covers.
@@ -36,14 +35,7 @@ SIGNED_BASE: Final = f"http://{HOST}"
 #: The auth token the designs are started with.
 AUTH_TOKEN: Final = TOKEN
 
-PATHS: Final = {"call": "/twilio/call-status", "recording": "/twilio/recording-status"}
-_PROGRESS: Final = ("initiated", "ringing", "in-progress", "completed")
-_PLACES: Final = (
-    ("SAN FRANCISCO", "CA", "94105", "US"),
-    ("NEW YORK", "NY", "10001", "US"),
-    ("CHICAGO", "IL", "60601", "US"),
-    ("", "", "", "US"),
-)
+_PROGRESS: Final = 4  # events of an answered call that subscribed to all of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,96 +56,27 @@ def _line(kind: str, params: Sequence[tuple[str, str]]) -> str:
     return f"{path}\t{signature(SIGNED_BASE + path, params)}\t{urlencode(params)}\n"
 
 
-def _phone(rng: random.Random) -> str:
-    return f"+1{rng.randint(2, 9)}{rng.randint(0, 999_999_999):09d}"
-
-
-def _geo(prefix: str, place: tuple[str, str, str, str]) -> list[tuple[str, str]]:
-    names = ("City", "State", "Zip", "Country")
-    return [(prefix + name, value) for name, value in zip(names, place, strict=True)]
-
-
-def progress_callbacks(rng: random.Random, call_sid: str) -> list[list[tuple[str, str]]]:
-    """The four status callbacks of one answered outbound call, in Twilio's parameter set."""
-    account = f"AC{rng.getrandbits(128):032x}"
-    caller, called = _phone(rng), _phone(rng)
-    here, there = rng.choice(_PLACES), rng.choice(_PLACES)
-    start = datetime(2026, 9, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 86_400 * 60))
-    duration = rng.randint(1, 900)
-    common = [
-        ("AccountSid", account),
-        ("ApiVersion", "2010-04-01"),
-        ("CallSid", call_sid),
-        ("CallbackSource", "call-progress-events"),
-        ("Called", called),
-        ("Caller", caller),
-        ("Direction", "outbound-api"),
-        ("From", caller),
-        ("To", called),
-        *_geo("Called", there),
-        *_geo("Caller", here),
-        *_geo("From", here),
-        *_geo("To", there),
-    ]
-    callbacks = []
-    moment = start
-    for sequence, status in enumerate(_PROGRESS):
-        moment += timedelta(seconds=duration if status == "completed" else rng.randint(1, 20))
-        params = [
-            *common,
-            ("CallStatus", status),
-            ("SequenceNumber", str(sequence)),
-            ("Timestamp", format_datetime(moment)),
-        ]
-        if status == "completed":
-            params += [
-                ("CallDuration", str(duration)),
-                ("Duration", str(-(-duration // 60))),
-                ("SipResponseCode", "200"),
-            ]
-        callbacks.append(params)
-    return callbacks
-
-
 def progress_corpus(path: Path, requests: int, seed: int, block: int = 256) -> Corpus:
     """``requests`` distinct progress callbacks (``requests / 4`` calls), interleaved by blocks of
     ``block`` calls: the calls of a block send their event 0, then their event 1, and so on."""
     rng = random.Random(seed)
-    calls = -(-requests // len(_PROGRESS))
+    calls = -(-requests // _PROGRESS)
     written = 0
     body_bytes = 0
     with path.open("w") as out:
         for first in range(0, calls, block):
             histories = [
-                progress_callbacks(rng, f"CA{rng.getrandbits(128):032x}")
-                for _ in range(min(block, calls - first))
+                answered_call(rng, f"CA{rng.getrandbits(128):032x}") for _ in range(min(block, calls - first))
             ]
-            for step in range(len(_PROGRESS)):
+            for step in range(_PROGRESS):
                 for history in histories:
                     if written == requests:
                         break
-                    line = _line("call", history[step])
+                    line = _line("call", history[step].params)
                     body_bytes += len(line) - line.rindex("\t") - 2
                     out.write(line)
                     written += 1
     return Corpus(path, written, body_bytes / max(written, 1))
-
-
-def _arrival_order(
-    rng: random.Random, histories: Sequence[list[Event]], window: int, duplicates: float
-) -> list[Event]:
-    """Every event of call ``i`` lands at a random place among calls ``i .. i + window`` (so a call's
-    events arrive out of order, interleaved with other calls); a ``duplicates`` share of them is
-    delivered a second time, later (a Twilio retry: same body, same signature)."""
-    keyed: list[tuple[float, Event]] = []
-    for index, events in enumerate(histories):
-        for event in events:
-            arrival = index + rng.uniform(0, window)
-            keyed.append((arrival, event))
-            if rng.random() < duplicates:
-                keyed.append((arrival + rng.uniform(0, window), event))
-    keyed.sort(key=lambda pair: pair[0])
-    return [event for _, event in keyed]
 
 
 def history_corpus(path: Path, events: int, seed: int, duplicates: float = 0.1, window: int = 500) -> Corpus:
@@ -167,7 +90,7 @@ def history_corpus(path: Path, events: int, seed: int, duplicates: float = 0.1, 
         if history:
             histories.append(history)
             total += len(history)
-    stream = _arrival_order(rng, histories, window, duplicates)
+    stream = arrival_order(rng, histories, window, duplicates)
     _write(path, stream)
     expected: dict[str, int] = {}
     final_with_recording: list[str] = []

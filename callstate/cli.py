@@ -7,6 +7,7 @@
 ``callstate sweep``   once: ask Twilio about stuck calls, prune expired index entries
 ``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
+``callstate simulate --url BASE --calls N [--verify]``  send realistic signed callbacks to a deployment
 
 A configuration error is one line naming the variable and exit status 2, never a traceback.
 """
@@ -15,14 +16,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
 from callstate import keys, logs
 from callstate.errors import ConfigError
 from callstate.settings import Settings
+
+if TYPE_CHECKING:
+    from callstate import simulation, simulator
+
+#: Calls listed by name when --verify finds some not as expected.
+_LISTED: Final = 20
 
 
 def _web(settings: Settings, args: argparse.Namespace) -> int:
@@ -124,6 +135,103 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - only this command runs an event loop of its own
+
+    from callstate import simulation, simulator  # noqa: PLC0415
+
+    if not settings.auth_token:
+        raise ConfigError("TWILIO_AUTH_TOKEN", "is not set; the simulator signs the callbacks with it")
+    if args.verify and not settings.secret_key:
+        raise ConfigError("SECRET_KEY", "is not set; --verify reads the calls back with a token made from it")
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    start = args.start or simulator.now_utc()
+    plan = simulation.plan(
+        seed,
+        args.calls,
+        start=start,
+        duplicates=args.duplicates,
+        account=settings.account_sid or None,
+    )
+    begin = start.isoformat().replace("+00:00", "Z")
+    print(f"simulate: seed {seed}, start {begin}, {len(plan.calls):,} calls to {args.url}")  # noqa: T201
+    target = simulator.Target(args.url, settings.auth_token, args.concurrency, args.rate, args.retries)
+    return asyncio.run(_simulate_and_verify(settings, args, plan, target))
+
+
+async def _simulate_and_verify(
+    settings: Settings, args: argparse.Namespace, plan: simulation.Plan, target: simulator.Target
+) -> int:
+    from callstate import simulation, simulator, tokens  # noqa: PLC0415
+
+    async with simulator.client(args.concurrency) as http:
+        stopwatch = simulator.elapsed()
+        tally = await simulator.send(plan, target, http=http, progress=sys.stderr.isatty())
+        simulator.report(plan, tally, stopwatch(), sys.stdout)
+        code = 1 if tally.failed else 0
+        if not args.verify:
+            return code
+        from workers.reduce import reduce  # noqa: PLC0415 - the expected state is the reducer's
+
+        expected = simulation.expected_states(plan.calls, tally, lambda sid, ev: reduce(sid, ev).to_dict())
+        try:
+            wrong = await simulator.read_back(
+                expected,
+                http=http,
+                base_url=args.url,
+                read_token=tokens.issue(settings.secret_key, ttl=3600),
+                timeout=args.verify_timeout,
+            )
+        except simulator.ReadRefused as exc:
+            print(f"verify: FAILED: {exc} (is SECRET_KEY the web process's?)")  # noqa: T201
+            return 1
+    unchecked = sum(1 for e in expected if not e.candidates)
+    absent = sum(1 for e in expected if e.candidates == (None,) and e.call.sid not in wrong)
+    print(  # noqa: T201
+        f"verify: {len(expected) - len(wrong) - unchecked - absent:,} calls stored as expected, "
+        f"{len(wrong):,} not"
+        + (f", {absent:,} correctly absent (no callback acknowledged)" if absent else "")
+        + (f", {unchecked:,} not checkable (too many callbacks without an answer)" if unchecked else "")
+    )
+    for sid, reason in sorted(wrong.items())[:_LISTED]:
+        print(f"  {sid}: {reason}")  # noqa: T201
+    if len(wrong) > _LISTED:
+        print(f"  ... and {len(wrong) - _LISTED:,} more")  # noqa: T201
+    return 1 if wrong else code
+
+
+def _base_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError("must be an absolute http(s) URL without query or fragment")
+    return raw.rstrip("/")
+
+
+def _start_time(raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an ISO 8601 time, e.g. 2026-09-01T12:00:00Z") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).replace(microsecond=0)
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = kind(raw)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="callstate", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -161,6 +269,35 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("call_sids", nargs="*", metavar="CALLSID")
     replay.add_argument("--all", action="store_true", help="every call in the store")
     replay.set_defaults(run=_replay)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="send realistic signed Twilio callbacks to a deployment (and --verify what it stored)",
+        description="Signs with TWILIO_AUTH_TOKEN; --verify reads back with a token from SECRET_KEY.",
+    )
+    simulate.add_argument(
+        "--url", type=_base_url, required=True, help="the public base URL Twilio would call"
+    )
+    simulate.add_argument("--calls", type=_positive(int), required=True, help="number of calls")
+    simulate.add_argument(
+        "--rate", type=_positive(float), help="callbacks per second (default: as fast as allowed)"
+    )
+    simulate.add_argument("--concurrency", type=_positive(int), default=32, help="requests in flight (32)")
+    simulate.add_argument("--duplicates", type=_fraction, default=0.05, help="share delivered twice (0.05)")
+    simulate.add_argument(
+        "--retries", type=int, choices=range(6), default=1, help="retries of a failed request (1)"
+    )
+    simulate.add_argument("--seed", type=int, help="reproduce a run (the same calls, order and duplicates)")
+    simulate.add_argument(
+        "--start",
+        type=_start_time,
+        help="when the calls begin, ISO 8601 UTC (default: now); with --seed, the same run byte for byte",
+    )
+    simulate.add_argument("--verify", action="store_true", help="read every call back and compare")
+    simulate.add_argument(
+        "--verify-timeout", type=_positive(float), default=60.0, help="seconds to wait for the workers (60)"
+    )
+    simulate.set_defaults(run=_simulate)
     return root
 
 

@@ -21,7 +21,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from callstate import keys
 from callstate.event import Event
 from callstate.jobqueue import OrjsonSerializer, enqueue_events, make_queue
-from tests.histories import make_history
+from callstate.traffic import make_history
 from tests.procs import Process, environment, procfile, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import TOKEN, call_params, call_sid, form_request

@@ -11,7 +11,7 @@ import orjson
 import redis
 
 from callstate import keys
-from tests.histories import make_history
+from callstate.traffic import make_history
 from workers.store import Store
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "redis-schema.md").read_text()

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from callstate import tokens
 from callstate.settings import Settings
+from callstate.traffic import make_history
 from receiver.app import create_app
-from tests.histories import make_history
 from tests.redisserver import RedisServer
 from tests.twiliosign import TOKEN
 from workers.reduce import reduce

@@ -12,7 +12,8 @@ import redis
 from callstate import keys
 from callstate.event import Event
 from callstate.jobqueue import enqueue_events, make_queue
-from tests.histories import make_history, redelivered
+from callstate.traffic import make_history
+from tests.histories import redelivered
 from tests.procs import Process, environment, procfile, wait_until
 from tests.redisserver import RedisServer
 from workers.reduce import reduce

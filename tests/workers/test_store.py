@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from callstate import keys
 from callstate.event import Event
-from tests.histories import call_histories, make_history, shuffled_with_duplicates
+from callstate.traffic import make_history
+from tests.histories import call_histories, shuffled_with_duplicates
 from workers.reduce import reduce
 from workers.store import Store
 

@@ -1,0 +1,99 @@
+"""`callstate simulate` against the Procfile's real processes: what a user runs after deploying."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.procs import Process, environment, procfile, start_web, start_worker
+from tests.redisserver import RedisServer, free_port
+from tests.twiliosign import TOKEN
+
+SECRET = "simulate-secret-key"
+
+
+def simulate(port: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    command = procfile()["release"][:-1]  # python -m callstate
+    settings = {"TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": SECRET, **env}
+    return subprocess.run(
+        [*command, "simulate", "--url", f"http://127.0.0.1:{port}", *args],
+        env=environment(**settings),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=90,
+    )
+
+
+@pytest.fixture
+def deployment(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> Iterator[int]:
+    """A web process and a worker on the test's Redis; yields the web port."""
+    port = free_port()
+    env = environment(PORT=str(port), REDIS_URL=redis_server.url, TWILIO_AUTH_TOKEN=TOKEN, SECRET_KEY=SECRET)
+    processes: list[Process] = [start_web(env, tmp_path, port), start_worker(env, tmp_path)]
+    yield port
+    for process in processes:
+        process.stop()
+
+
+def test_verify_passes_against_a_working_deployment(deployment: int) -> None:
+    """Every callback acknowledged, every call read back as the reducer expects: exit 0."""
+    result = simulate(deployment, "--calls", "300", "--duplicates", "0.2", "--verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "answers by status (every attempt): 204: " in result.stdout
+    assert "300 calls stored as expected, 0 not" in result.stdout
+
+
+def test_a_seeded_run_replayed_is_only_duplicates(deployment: int) -> None:
+    """--seed and --start reproduce a run byte for byte: sent twice, every state stays as expected."""
+    args = ("--calls", "100", "--seed", "11", "--start", "2026-11-30T04:00:00Z", "--verify")
+    first, again = simulate(deployment, *args), simulate(deployment, *args)
+    for result in (first, again):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "100 calls stored as expected, 0 not" in result.stdout
+    assert first.stdout.splitlines()[0] == again.stdout.splitlines()[0]
+
+
+def test_a_wrong_auth_token_is_a_failure_not_a_success(deployment: int) -> None:
+    """403s are reported by count with the likely cause, and the exit status is 1."""
+    result = simulate(deployment, "--calls", "20", "--verify", TWILIO_AUTH_TOKEN="not-the-token")
+    assert result.returncode == 1
+    assert "answers by status (every attempt): 403: " in result.stdout
+    assert "NOT acknowledged" in result.stdout
+    assert "TWILIO_AUTH_TOKEN" in result.stdout
+
+
+def test_a_wrong_secret_key_fails_verification_clearly(deployment: int) -> None:
+    result = simulate(deployment, "--calls", "5", "--verify", SECRET_KEY="another-key")
+    assert result.returncode == 1
+    assert "verify: FAILED: the read API answered 401" in result.stdout
+
+
+def test_verify_lists_calls_the_store_does_not_have(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """With no worker running the callbacks are acknowledged but never reconciled: each call is
+    listed as missing once the deadline passes, and the exit status is 1."""
+    port = free_port()
+    env = environment(PORT=str(port), REDIS_URL=redis_server.url, TWILIO_AUTH_TOKEN=TOKEN, SECRET_KEY=SECRET)
+    web = start_web(env, tmp_path, port)
+    try:
+        result = simulate(port, "--calls", "10", "--verify", "--verify-timeout", "1")
+    finally:
+        web.stop()
+    assert result.returncode == 1
+    assert "0 calls stored as expected, 10 not" in result.stdout
+    assert result.stdout.count("not stored (404), but callbacks were acknowledged") == 10
+
+
+def test_missing_settings_are_named() -> None:
+    result = simulate(1, "--calls", "1", TWILIO_AUTH_TOKEN="")
+    assert result.returncode == 2
+    assert "TWILIO_AUTH_TOKEN" in result.stderr
+    result = simulate(1, "--calls", "1", "--verify", SECRET_KEY="")
+    assert result.returncode == 2
+    assert "SECRET_KEY" in result.stderr
