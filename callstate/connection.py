@@ -10,6 +10,12 @@ TLS. A ``rediss://`` URL is verified by default: the certificate chain against t
 setting, ``REDIS_TLS_VERIFY=none``, which app.json declares. A failed verification is turned into
 one line naming both settings by :func:`describe_error`.
 
+The store. ``STORE_REDIS_URL`` (by default ``REDIS_URL``) is where the documented keys of
+docs/redis-schema.md live; it may name any node of a Redis Cluster, which is detected rather than
+configured (DESIGN section 9): :func:`connect_store` asks the node ``INFO cluster`` and gives a
+cluster node a cluster client, which routes each command by its key's slot. RQ does not support
+Cluster, so the queue (``REDIS_URL``) never is one.
+
 Connecting never waits longer than ``redis_timeout`` (Redis down is noticed quickly); how long a
 command may take depends on the caller, so it is a parameter.
 """
@@ -17,10 +23,11 @@ command may take depends on the caller, so it is a parameter.
 from __future__ import annotations
 
 import ssl
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit
 
 from redis import BlockingConnectionPool, Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from callstate.settings import Settings
@@ -31,15 +38,18 @@ NAME_PREFIX: Final = "callstate-"
 
 _VERIFY_FAILED: Final = "CERTIFICATE_VERIFY_FAILED"
 
+#: A client of the store: a plain Redis, or a Redis Cluster when ``STORE_REDIS_URL`` names one.
+StoreClient: TypeAlias = Redis | RedisCluster
 
-def tls_options(settings: Settings) -> dict[str, Any]:
+
+def tls_options(settings: Settings, url: str | None = None) -> dict[str, Any]:
     """redis-py's TLS keyword arguments for ``settings`` (empty for a plain ``redis://`` URL).
 
     ``REDIS_TLS_VERIFY=none`` accepts any certificate (no chain, no host name check): encryption
     without authentication of the server, what a self-signed certificate allows. Otherwise the chain
     and host name are checked, against ``REDIS_TLS_CA_FILE`` when it is set.
     """
-    if urlsplit(settings.redis_url).scheme != "rediss":
+    if urlsplit(url or settings.redis_url).scheme != "rediss":
         return {}
     if settings.redis_tls_verify == "none":
         return {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
@@ -64,20 +74,54 @@ def connect(
     cannot get one fails like any Redis error (503). ``None``: a pool without a cap, for clients
     used by one thread at a time.
     """
-    options: dict[str, Any] = {
-        "socket_timeout": command_timeout,
-        "socket_connect_timeout": settings.redis_timeout,
-        "socket_keepalive": True,
-        "health_check_interval": 30,
-        "client_name": NAME_PREFIX + role,
-        **tls_options(settings),
-    }
+    options = _options(settings, settings.redis_url, command_timeout, role)
     if max_connections is None:
         return Redis.from_url(settings.redis_url, **options)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=max_connections, timeout=settings.redis_timeout, **options
     )
     return Redis(connection_pool=pool)
+
+
+def connect_store(
+    settings: Settings, *, command_timeout: float | None, role: str, queue: Redis | None = None
+) -> StoreClient:
+    """A client for the store: a :class:`RedisCluster` if ``STORE_REDIS_URL`` names a cluster node.
+
+    Without ``STORE_REDIS_URL`` the store is the queue's Redis: ``queue`` is returned when given
+    (one pool, no I/O), else a new client for ``REDIS_URL``. With it, the node is asked whether it
+    is a cluster member, so this raises :class:`redis.RedisError` when it cannot be reached (the
+    worker's loop retries with a backoff; the web process asks again on the next read).
+    """
+    url = settings.store_redis_url
+    if url is None:
+        return queue if queue is not None else connect(settings, command_timeout=command_timeout, role=role)
+    options = _options(settings, url, command_timeout, role)
+    probe = Redis.from_url(url, **options)
+    try:
+        clustered = is_cluster_node(probe)
+    finally:
+        probe.close()
+    if clustered:
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
+
+
+def is_cluster_node(client: Redis) -> bool:
+    """Whether the server ``client`` talks to runs with ``cluster-enabled yes``."""
+    info: dict[str, Any] = client.info("cluster")
+    return bool(info.get("cluster_enabled"))
+
+
+def _options(settings: Settings, url: str, command_timeout: float | None, role: str) -> dict[str, Any]:
+    return {
+        "socket_timeout": command_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "client_name": NAME_PREFIX + role,
+        **tls_options(settings, url),
+    }
 
 
 def is_verify_failure(exc: BaseException) -> bool:

@@ -85,6 +85,11 @@ def readable_file(raw: str) -> str:
     return raw
 
 
+def store_redis_url(raw: str) -> str:
+    """Any Redis URL; whether it names a cluster node is found out when connecting."""
+    return redis_url(raw)
+
+
 def public_base_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -147,6 +152,9 @@ class Settings:
     redis_tls_verify: str = setting("REDIS_TLS_VERIFY", "required", choice("required", "none"))
     #: A PEM file of CA certificates trusted for ``rediss://`` instead of the system's.
     redis_tls_ca_file: str | None = setting("REDIS_TLS_CA_FILE", None, readable_file)
+    #: Where the store lives, if not on REDIS_URL: a plain Redis or any node of a Redis Cluster
+    #: (detected when connecting, see callstate.connection). The RQ queue stays on REDIS_URL.
+    store_redis_url: str | None = setting("STORE_REDIS_URL", None, store_redis_url)
     port: int = setting("PORT", 8000, integer(1, 65535))
     #: uvicorn processes in one web process (Heroku sets it by dyno size).
     web_concurrency: int = setting("WEB_CONCURRENCY", 1, integer(1, 64))
@@ -195,6 +203,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.redis_tls_ca_file is not None and self.redis_tls_verify == "none":
             raise ConfigError("REDIS_TLS_CA_FILE", "is set but REDIS_TLS_VERIFY=none checks nothing")
+
+    @property
+    def store_url(self) -> str:
+        """The store's Redis: ``STORE_REDIS_URL``, else ``REDIS_URL``."""
+        return self.store_redis_url or self.redis_url
 
     @property
     def retention_seconds(self) -> int:

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a real redis-server started for the session, flushed per test."""
+"""Fixtures shared by every test: a real redis-server started for the session, flushed per test,
+and a real Redis Cluster for the tests that ask for one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
+from tests.rediscluster import RedisClusterServer
 from tests.redisserver import RedisServer
 
 
@@ -27,4 +30,23 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.flushall()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """A real 3-master Redis Cluster (no replicas) for the session, started on first use."""
+    cluster = RedisClusterServer(Path(tmp_path_factory.mktemp("cluster")))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: RedisClusterServer) -> Iterator[RedisCluster]:
+    """A cluster client on an empty cluster: every master flushed before and after the test."""
+    redis_cluster.flush()
+    client = redis_cluster.client()
+    yield client
+    redis_cluster.flush()
     client.close()
