@@ -32,7 +32,7 @@ from callstate.errors import InvalidCallback
 Kind = Literal["call", "recording"]
 KINDS: Final = ("call", "recording")
 
-#: Twilio SIDs: two letters and 32 hex digits (reference section 5, twilio-oai patterns).
+#: Twilio SIDs: two letters and 32 hex digits (docs/twilio.md, "SIDs").
 CALL_SID: Final = re.compile(r"CA[0-9a-fA-F]{32}")
 RECORDING_SID: Final = re.compile(r"RE[0-9a-fA-F]{32}")
 ACCOUNT_SID: Final = re.compile(r"AC[0-9a-fA-F]{32}")
@@ -128,7 +128,7 @@ class Event:
         return hashlib.blake2b(self.canonical(), digest_size=8).hexdigest()
 
     def identity(self) -> str:
-        """The reconciliation identity of DESIGN section 3, without the CallSid (the key has it).
+        """The event's identity (docs/contracts.md, "Event identity") without the CallSid (the key has it).
 
         Call events: ``c:<SequenceNumber>:<CallStatus>``; recording events:
         ``r:<RecordingSid>:<RecordingStatus>``; a call event without a usable SequenceNumber is

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from callstate.errors import ConfigError
 from callstate.event import ACCOUNT_SID
 
-#: Twilio keeps phone numbers 120 days at most (docs/twilio.md, "Retention"); so do we.
+#: Twilio keeps phone numbers 120 days at most; so do we (docs/twilio.md, "Retention of phone numbers").
 MAX_RETENTION_DAYS: Final = 120
 
 #: A parser turns the stripped, non-empty text of a variable into the field's value, or raises

@@ -1,8 +1,8 @@
 """The callback endpoints: a Twilio request in, a queued event and a 204 out.
 
-Checks run cheapest first (DESIGN section 2): size (413), content type (415), signature (403),
-content (400); then the event is handed to the group commit and the 204 goes out only once Redis
-has it (:class:`~callstate.errors.StoreUnavailable`, a 503, otherwise). Every refusal is raised
+Checks run cheapest first (docs/contracts.md, "Order of the checks"): size (413), content type (415),
+signature (403), content (400); then the event is handed to the group commit and the 204 goes out only
+once Redis has it (:class:`~callstate.errors.StoreUnavailable`, a 503, otherwise). Every refusal is raised
 as a :class:`~callstate.errors.RequestRejected` and turned into HTTP by the app's handlers.
 
 This is the hot path of the service, so it is a plain ASGI app rather than a Starlette endpoint: it

@@ -2,8 +2,8 @@
 
 This module owns one thing: turning the raw bytes of a form body (or of a query string, which has the
 same grammar) into the ordered list of decoded ``(name, value)`` pairs. Twilio signs the *decoded*
-values (reference ``twilio-callbacks.md`` 3.1), so this decoding is part of signature checking and must
-agree with what ``urllib.parse.parse_qsl(..., keep_blank_values=True)`` produces for a well-formed body.
+values (docs/twilio.md, "The signature algorithm"), so this decoding is part of signature checking and
+must agree with what ``urllib.parse.parse_qsl(..., keep_blank_values=True)`` produces for a well-formed body.
 Unlike ``parse_qsl`` it is strict: a broken percent escape or invalid UTF-8 is an error, never a
 silent U+FFFD. It is pure (no Starlette) and sits on the hot path of every callback.
 """

@@ -1,17 +1,17 @@
 """The public URL of a request: the exact string Twilio signed.
 
-Twilio signs the URL it called (reference 3.1-3.2), which is rarely what the app sees behind a proxy
-or TLS terminator. Two ways to know it, safest first:
+Twilio signs the URL it called (docs/twilio.md, "The signature algorithm"), which is rarely what the
+app sees behind a proxy or TLS terminator. Two ways to know it, safest first:
 
 * ``PUBLIC_BASE_URL`` is set: it is that base (which may carry a path prefix the proxy strips), plus
   the path the app sees, plus the raw query;
 * otherwise the request's own scheme and ``Host``, where ``X-Forwarded-Proto`` and
   ``X-Forwarded-Host`` count only when the TCP peer is a trusted proxy (``FORWARDED_ALLOW_IPS``,
   uvicorn's variable and format). Trusting every peer would let anyone choose the URL we verify
-  (reference section 4, yap #1589).
+  (docs/twilio.md, "Proxies").
 
 The path and query are used byte for byte as received (``raw_path``, ``query_string``); re-encoding
-or re-sorting them breaks signatures (reference 3.2).
+or re-sorting them breaks signatures (docs/twilio.md, "Query strings").
 """
 
 from __future__ import annotations

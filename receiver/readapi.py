@@ -1,7 +1,8 @@
 """The read API: ``GET /calls/{CallSid}`` and ``GET /calls``, behind a read token.
 
-Both answer the stored state JSON as the workers wrote it (DESIGN section 3), so the API and a
-dashboard reading Redis directly see the same bytes. Redis calls are blocking and run on a thread.
+Both answer the stored state JSON as the workers wrote it (docs/contracts.md, "The reconciled call"),
+so the API and a dashboard reading Redis directly see the same bytes. Redis calls are blocking and
+run on a thread.
 """
 
 from __future__ import annotations

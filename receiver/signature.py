@@ -1,11 +1,12 @@
 """X-Twilio-Signature, checked exactly as Twilio computes it.
 
-This module owns the request-signing contract of DESIGN section 2: the string to sign (the public URL,
-then the decoded form parameters), the URL variants every official validator tries, the key ring of
-auth tokens (primary, previous during a rotation, per-subaccount) and the ``bodySHA256`` check of JSON
-webhooks. The rules and their sources are in ``shared/reference/twilio-callbacks.md`` section 3; its
-vectors (3.9) are in ``tests/receiver/test_signature.py``, with the official ``twilio`` package as a
-test-only oracle. Pure and stdlib-only: the caller supplies the public URL, the decoded parameters
+This module owns the request-signing contract (docs/contracts.md, "Signature rules"): the string to sign
+(the public URL, then the decoded form parameters), the URL variants every official validator tries, the
+key ring of auth tokens (primary, previous during a rotation, per-subaccount) and the ``bodySHA256``
+check of JSON webhooks. Twilio's rules and their sources are in docs/twilio.md, "The signature
+algorithm"; its vectors (docs/twilio.md, "Signature vectors") are in
+``tests/receiver/test_signature.py``, with the official ``twilio`` package as a test-only oracle. Pure
+and stdlib-only: the caller supplies the public URL, the decoded parameters
 (:func:`receiver.form.parse_form`) and the header value.
 
 Speed: the parameter part of the string to sign is built once per request and shared by every URL
@@ -27,7 +28,7 @@ from callstate.errors import InvalidSignature
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 # A base64 HMAC-SHA1 is always 28 characters. Anything else (e.g. the 44 of an HMAC-SHA256 from a
-# Webhook SharedKey, reference 3.8, which callstate does not support) cannot match.
+# Webhook SharedKey, docs/twilio.md, "SharedKey signatures") cannot match.
 _SIGNATURE_LENGTH = 28
 
 Params = Iterable[tuple[str, str]] | Mapping[str, str]
@@ -48,14 +49,14 @@ def compute_signature(token: str, url: str, params: Params = ()) -> str:
 def url_variants(url: str) -> tuple[str, ...]:
     """Return the URLs a signature may have been computed over: without port, then with port.
 
-    Reference 3.2: Twilio is inconsistent about ports, so every official validator tries the URL with
-    any explicit port removed (also a non-default one), and the URL with its port (the explicit one,
-    else ``:443`` for https and ``:80`` for any other scheme). The portless form comes first because
-    Twilio signs HTTPS voice callbacks without a port. Userinfo (``user:pass@``) is dropped, since Twilio
-    drops it before signing, and so is a fragment, since HTTP clients never send one. Scheme, host
-    case, path and query string are kept byte for byte: re-encoding or re-sorting the query breaks
-    signatures (reference 3.2, yap PR #1629). A URL without ``://`` is returned alone, unchanged (it
-    can only fail to match).
+    Twilio is inconsistent about ports (docs/twilio.md, "Ports, userinfo and fragments"), so every
+    official validator tries the URL with any explicit port removed (also a non-default one), and the
+    URL with its port (the explicit one, else ``:443`` for https and ``:80`` for any other scheme). The
+    portless form comes first because Twilio signs HTTPS voice callbacks without a port. Userinfo
+    (``user:pass@``) is dropped, since Twilio drops it before signing, and so is a fragment, since HTTP
+    clients never send one. Scheme, host case, path and query string are kept byte for byte: re-encoding
+    or re-sorting the query breaks signatures (docs/twilio.md, "Query strings"). A URL without ``://``
+    is returned alone, unchanged (it can only fail to match).
     """
     url = url.partition("#")[0]
     scheme, separator, rest = url.partition("://")
@@ -84,10 +85,10 @@ class Keyring:
     """The auth tokens a request may be signed with, and their HMAC keys, derived once.
 
     ``primary`` is the account's current auth token. ``previous`` is the token it replaced, accepted
-    too while a rotation settles (reference 3.8: requests in flight or retried were signed with it).
-    ``subaccounts`` maps a subaccount's AccountSid to its own auth token: Twilio signs a subaccount's
-    webhooks with that token only (reference 3.8, twilio-php #436). Every token must be non-empty
-    (``ValueError`` otherwise). The repr never shows a token.
+    too while a rotation settles: requests in flight or retried were signed with it. ``subaccounts``
+    maps a subaccount's AccountSid to its own auth token: Twilio signs a subaccount's webhooks with
+    that token only. (docs/twilio.md, "Tokens: rotation and subaccounts".) Every token must be
+    non-empty (``ValueError`` otherwise). The repr never shows a token.
     """
 
     primary: str
@@ -165,10 +166,10 @@ def verify_body(
 ) -> None:
     """Check a webhook with a non-form body (JSON): the URL's ``bodySHA256`` and the signature.
 
-    Reference 3.4: Twilio puts ``bodySHA256=<hex sha256 of the raw body>`` in the URL and signs the
-    URL alone. Both must hold: the signature over ``url`` (with its port variants, no params) and
-    ``sha256(body).hexdigest() == bodySHA256``. ``body`` must be the raw bytes received. Raises
-    :class:`~callstate.errors.InvalidSignature` with a reason saying which check failed.
+    Twilio puts ``bodySHA256=<hex sha256 of the raw body>`` in the URL and signs the URL alone
+    (docs/twilio.md, "JSON bodies"). Both must hold: the signature over ``url`` (with its port variants,
+    no params) and ``sha256(body).hexdigest() == bodySHA256``. ``body`` must be the raw bytes received.
+    Raises :class:`~callstate.errors.InvalidSignature` with a reason saying which check failed.
     """
     expected = _header_bytes(signature)
     claimed = _body_sha256(url)
@@ -194,10 +195,10 @@ def _params_message(params: Params) -> bytes:
     """The parameter part of the string to sign: ``name + value`` for each pair, sorted, deduplicated.
 
     Sorting the distinct ``(name, value)`` tuples orders by name, then by value, both in code-point
-    order (= UTF-8 byte order, "Unix-style case-sensitive", reference 3.1), and drops a value repeated
-    under the same name: twilio-python's ``for name in sorted(set(params)): for value in
-    sorted(set(values))`` and twilio-node (reference 3.5, vector #6). Sorting by ``name + value`` would
-    be wrong (reference 3.5, vector #15).
+    order (= UTF-8 byte order, "Unix-style case-sensitive"), and drops a value repeated under the
+    same name: twilio-python's ``for name in sorted(set(params)): for value in
+    sorted(set(values))`` and twilio-node (docs/twilio.md, "Sorting and repeated names", vector #6).
+    Sorting by ``name + value`` would be wrong (vector #15).
     """
     pairs = params.items() if isinstance(params, Mapping) else params
     return _encode("".join([name + value for name, value in sorted(set(pairs))]))

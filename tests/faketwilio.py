@@ -1,5 +1,5 @@
-"""A local stand-in for Twilio's REST API: answers the Call resource JSON (reference section 5 and
-the Japanese doc's samples), errors, timeouts; records what it was asked and with which credentials.
+"""A local stand-in for Twilio's REST API: answers the Call resource JSON (docs/twilio.md, "The REST
+Call resource"), errors, timeouts; records what it was asked and with which credentials.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def call_resource(
     """A Call resource shaped like the documented sample, consistent with ``status``.
 
     ``end_time`` and ``duration`` are empty unless the call completed, and ``start_time`` is empty
-    for a call that was never dialed (reference section 5).
+    for a call that was never dialed (docs/twilio.md, "The REST Call resource").
     """
     dialed = status not in ("queued", "canceled")
     ended = status == "completed"

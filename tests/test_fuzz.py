@@ -420,9 +420,9 @@ class TestUnsigned:
         data: bytes,
         signature: bytes,
     ) -> None:
-        """DESIGN section 2: checks run size, content type, signature (403), then content (400), and
-        a 400 means "correctly signed but unusable". A wrong signature is a 403 even when the form
-        cannot be decoded: no signature over it can be Twilio's."""
+        """Checks run size, content type, signature (403), then content (400), and a 400 means
+        "correctly signed but unusable" (docs/contracts.md, "Order of the checks"). A wrong signature is
+        a 403 even when the form cannot be decoded: no signature over it can be Twilio's."""
         before = snapshot(seeded)
         if method == "POST":
             headers = headers_for(path, data, FORM.encode(), signature, {})

@@ -54,7 +54,8 @@ def form_request(
 
 
 def get_url(url: str, params: Sequence[tuple[str, str]]) -> str:
-    """The URL Twilio requests for a GET callback: ours, then its parameters (reference 3.3)."""
+    """The URL Twilio requests for a GET callback: ours, then its parameters (docs/twilio.md, "GET
+    requests")."""
     joiner = "&" if "?" in url else "?"
     return url + joiner + urlencode(params)
 

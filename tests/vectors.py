@@ -1,5 +1,5 @@
-"""Inputs of the reference's signature vectors (reference/twilio-callbacks.md section 3.9) that
-more than one test module uses."""
+"""Inputs of the signature vectors (docs/twilio.md, "Signature vectors") that more than one test
+module uses."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Reconciliation: the state of one call as a pure function of the set of its events.
 
 :func:`reduce` takes every stored event of a call (its call-progress and recording callbacks, and the
-terminal observations of the REST sweep) and returns the :class:`CallState` that DESIGN section 3
-documents (:mod:`workers.state`). No I/O, no clock: the result depends only on the SET of
-distinct events, never on their order or on how many times one was delivered, so any worker that
+terminal observations of the REST sweep) and returns the :class:`CallState` (:mod:`workers.state`)
+by the rules of docs/contracts.md, "Reconciliation rules". No I/O, no clock: the result depends only
+on the SET of distinct events, never on their order or on how many times one was delivered, so any worker that
 reduces the same set writes the same bytes. Every choice below is therefore made by a total order
 over events whose last key is the event's canonical bytes (distinct events never share them).
 

@@ -1,4 +1,4 @@
-"""The reconciled call: the data model of DESIGN section 3 and its JSON.
+"""The reconciled call (docs/contracts.md, "The reconciled call"): the data model and its JSON.
 
 :class:`CallState` is what :func:`workers.reduce.reduce` returns, what the store keeps
 (its :meth:`CallState.to_json` bytes) and what the read API and dashboards read back. The JSON keys
@@ -86,7 +86,7 @@ class Recording:
 
 @dataclass(frozen=True, slots=True)
 class CallState:
-    """The reconciled call of DESIGN section 3. ``from_`` is the JSON key ``from``."""
+    """The reconciled call (docs/contracts.md, "The reconciled call"); ``from_`` is its key ``from``."""
 
     sid: str
     account_sid: str | None

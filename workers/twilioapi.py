@@ -1,12 +1,12 @@
 """A client for the one Twilio REST request callstate makes: fetch a Call resource.
 
 ``GET {TWILIO_API_BASE}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP Basic auth
-(reference section 5). The stuck-call sweep (:mod:`workers.sweep`) uses it to learn how a
-call ended when its terminal callback never arrived.
+(docs/twilio.md, "The REST Call resource"). The stuck-call sweep (:mod:`workers.sweep`) uses it to
+learn how a call ended when its terminal callback never arrived.
 
 Credentials, best first: an API key (``TWILIO_API_KEY_SID`` + secret), else the account SID and its
 auth token. Either belongs to the main account and also reads its subaccounts' calls with the
-subaccount SID in the path (reference section 5); a subaccount's own token
+subaccount SID in the path (same section); a subaccount's own token
 (``TWILIO_SUBACCOUNT_TOKENS``) is used only for that subaccount's calls when no main credentials are
 configured.
 

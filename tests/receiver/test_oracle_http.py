@@ -52,7 +52,7 @@ PATHS: Final = {"call": "/twilio/call-status", "recording": "/twilio/recording-s
 Kind = Literal["call", "recording"]
 Method = Literal["POST", "GET"]
 
-#: What must look like a SID whenever present (DESIGN section 2: otherwise 400).
+#: What must look like a SID whenever present (docs/contracts.md, "Callback answers": otherwise 400).
 SID_PATTERNS: Final = {
     "CallSid": re.compile(r"CA[0-9a-fA-F]{32}"),
     "ParentCallSid": re.compile(r"CA[0-9a-fA-F]{32}"),
@@ -86,8 +86,8 @@ class Callback:
 
     ``query`` is the query string configured on the callback URL and ``query_pairs`` its decoded
     pairs; ``params`` are Twilio's parameters (the form body of a POST, appended to the query of a
-    GET, reference 3.3). The ``signed_*`` fields and ``token``, when set, are what the signature
-    covers instead of what is sent: a tampered request.
+    GET: docs/twilio.md, "GET requests"). The ``signed_*`` fields and ``token``, when set, are what
+    the signature covers instead of what is sent: a tampered request.
     """
 
     method: Method

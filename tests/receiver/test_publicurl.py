@@ -37,7 +37,8 @@ class TestPublicUrl:
         assert url == "https://example.com/voice/twilio/call-status?tenant=a"
 
     def test_query_and_path_are_kept_byte_for_byte(self) -> None:
-        """No re-encoding, no re-sorting: Twilio signed them as they are (reference 3.2)."""
+        """No re-encoding, no re-sorting: Twilio signed them as they are (docs/twilio.md, "Query
+        strings")."""
         raw = b"b=2&a=%3A%40+x&a=1"
         url = public_url(scope(path=b"/twilio/call%2Dstatus", query=raw), None, NOBODY)
         assert url == "http://calls.example.com/twilio/call%2Dstatus?b=2&a=%3A%40+x&a=1"

@@ -1,4 +1,4 @@
-"""Tests of receiver.signature against reference 3.9 and the official twilio package."""
+"""Tests of receiver.signature against docs/twilio.md, "Signature vectors", and the twilio package."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tests.vectors import P_20, URL_20
 # Deterministic runs, nothing written to .hypothesis/.
 ORACLE = settings(max_examples=150, derandomize=True, database=None)
 
-# Reference 3.9, shared inputs.
+# The shared inputs of docs/twilio.md, "Signature vectors".
 TOKEN = "12345"
 KEYS = Keyring(TOKEN)
 U = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -436,7 +436,8 @@ def urls(draw: st.DrawFn) -> str:
 
 
 def signed_text(pairs: list[tuple[str, str]]) -> str:
-    """The parameter part of the string to sign, written out plainly (reference 3.5).
+    """The parameter part of the string to sign, written out plainly (docs/twilio.md, "Sorting and
+    repeated names").
 
     Twilio's scheme has no delimiters, so different params can give the same text (``("", "")`` adds
     nothing; ``("ab", "")`` reads like ``("a", "b")``); a mutation only has to be refused when it

@@ -1,4 +1,4 @@
-"""Tests of workers.reduce: the reconciliation rules of DESIGN section 3."""
+"""Tests of workers.reduce: docs/contracts.md, "Reconciliation rules"."""
 
 from __future__ import annotations
 
@@ -423,7 +423,8 @@ class TestRecordings:
 
 class TestJson:
     def test_shape_and_key_order(self) -> None:
-        """The JSON has DESIGN section 3's keys in order, integers as integers, times as ISO Z."""
+        """The JSON has the keys of docs/contracts.md, "The reconciled call", in order, integers as
+        integers, times as ISO Z."""
         events = [
             *answered_call(),
             recording(REC1, "completed", RecordingDuration="14", RecordingChannels="2"),

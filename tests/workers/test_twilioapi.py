@@ -1,8 +1,8 @@
 """The Twilio REST client (workers.twilioapi) against a local HTTP server playing the Calls API.
 
 :class:`FakeTwilio` answers ``GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with the
-Call resource JSON documented in ``reference/twilio-making-calls-ja.txt`` (or with an error, a hang,
-or garbage, per CallSid) and records every request. The sweep's tests use it too.
+Call resource JSON (docs/twilio.md, "The REST Call resource"), or with an error, a hang, or
+garbage, per CallSid, and records every request. The sweep's tests use it too.
 """
 
 from __future__ import annotations
