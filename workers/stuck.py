@@ -48,7 +48,8 @@ _SCAN_PAGE: Final = 200
 #: recently are skipped, and this keeps a long tail of them from making a sweep slow.
 _SCAN_FACTOR: Final = 20
 
-#: REST Call resource field -> the StatusCallback parameter it becomes (reference 1.3 and 5).
+#: REST Call resource field -> the StatusCallback parameter it becomes (docs/twilio.md, "The REST Call
+#: resource" and "Status callback parameters").
 _REST_FIELDS: Final = (
     ("sid", "CallSid"),
     ("account_sid", "AccountSid"),
@@ -95,7 +96,8 @@ def rest_event(resource: Mapping[str, Any], call_sid: str) -> Event | None:
     if resource.get("sid") != call_sid:
         raise UnusableAnswer("the answer is about another call")
     status = resource.get("status")
-    # REST has no `initiated` (reference 1.4); any non-terminal or unknown status changes nothing.
+    # REST has no `initiated` (docs/twilio.md, "Call statuses"); any non-terminal or unknown status
+    # changes nothing.
     if status not in TERMINAL_STATUSES:
         return None
     params = [(name, value) for key, name in _REST_FIELDS if (value := _text(resource.get(key)))]

@@ -1,4 +1,4 @@
-"""The web process never imports worker code or the twilio library (docs/contracts.md, "Layout")."""
+"""The web process imports no worker code and no twilio (docs/contracts.md, "Layout and imports")."""
 
 from __future__ import annotations
 
