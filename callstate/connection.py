@@ -12,9 +12,9 @@ one line naming both settings by :func:`describe_error`.
 
 The store. ``STORE_REDIS_URL`` (by default ``REDIS_URL``) is where the documented keys of
 docs/redis-schema.md live; it may name any node of a Redis Cluster, which is detected rather than
-configured (DESIGN section 9): :func:`connect_store` asks the node ``INFO cluster`` and gives a
-cluster node a cluster client, which routes each command by its key's slot. RQ does not support
-Cluster, so the queue (``REDIS_URL``) never is one.
+configured (docs/contracts.md, "Where the store lives"): :func:`connect_store` asks the node
+``INFO cluster`` and gives a cluster node a cluster client, which routes each command by its key's
+slot. RQ does not support Cluster, so the queue (``REDIS_URL``) never is one.
 
 Connecting never waits longer than ``redis_timeout`` (Redis down is noticed quickly); how long a
 command may take depends on the caller, so it is a parameter.
