@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint fuzz bench redis-server clean
+.PHONY: run test lint fuzz bench soak redis-server clean
 
 run: $(VENV)/.run-installed redis-server
 	scripts/run
@@ -22,6 +22,10 @@ fuzz: $(VENV)/.test-installed redis-server
 
 bench: $(VENV)/.test-installed redis-server
 	scripts/bench
+
+# Ten minutes of traffic through worker, web and Redis faults (SOAK_SECONDS to change it).
+soak: $(VENV)/.test-installed redis-server
+	scripts/soak
 
 redis-server:
 	@scripts/ensure-redis
