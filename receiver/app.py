@@ -23,7 +23,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Final
 
-from redis.exceptions import RedisError
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -123,9 +124,28 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Redis answers a PING; 503 otherwise."""
-    await run_in_threadpool(Resources.of(request).redis.ping)
+    """200 ``ready`` when Redis takes writes; 503 otherwise: unreachable (the usual 503 answer), or
+    full, which a PING does not show: ``maxmemory`` reached under ``noeviction`` refuses every
+    write, so every callback is answered 503 (README, "Failure modes")."""
+    full = await run_in_threadpool(redis_full, Resources.of(request).redis)
+    if full is not None:
+        return PlainTextResponse(f"not ready: {full}", status_code=503)
     return PlainTextResponse("ready")
+
+
+def redis_full(redis: Redis) -> str | None:
+    """Why Redis refuses writes for lack of memory, or ``None`` if it does not. One INFO round trip;
+    raises ``RedisError`` if Redis cannot be reached. A Redis that forbids INFO (some managed
+    services rename it) is only PINGed."""
+    try:
+        memory = redis.info("memory")
+    except ResponseError:
+        redis.ping()
+        return None
+    limit, used = int(memory.get("maxmemory", 0)), int(memory.get("used_memory", 0))
+    if limit and used >= limit and memory.get("maxmemory_policy") == "noeviction":
+        return f"Redis is full (used_memory {used} >= maxmemory {limit}, noeviction): writes are refused"
+    return None
 
 
 # -- errors to HTTP: the only place ------------------------------------------------------------

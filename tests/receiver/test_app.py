@@ -246,6 +246,30 @@ class TestRedisDown:
         assert make_client().get("/readyz").status_code == 200
 
 
+class TestRedisFull:
+    def test_callbacks_get_503_and_readyz_says_why_until_memory_is_freed(
+        self, make_client: Any, redis_client: redis.Redis
+    ) -> None:
+        """maxmemory reached under noeviction: a callback is 503 with Retry-After (never 204 for
+        what was not stored, never 500), /readyz is 503 naming the cause although PING works, and
+        both recover by themselves once Redis has room again."""
+        client = make_client()
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("maxmemory", str(redis_client.info("memory")["used_memory"]))
+        try:
+            response = post(client, CALL_URL, call_params(call_sid(7), "ringing"))
+            ready = client.get("/readyz")
+        finally:
+            redis_client.config_set("maxmemory", "0")
+        assert response.status_code == 503
+        assert int(response.headers["retry-after"]) > 0
+        assert queued_events(redis_client) == []
+        assert ready.status_code == 503
+        assert "Redis is full" in ready.text
+        assert post(client, CALL_URL, call_params(call_sid(7), "ringing")).status_code == 204
+        assert client.get("/readyz").text == "ready"
+
+
 def test_web_refuses_to_start_without_token() -> None:
     """No TWILIO_AUTH_TOKEN: the app factory fails, naming the variable."""
     from callstate.errors import ConfigError  # noqa: PLC0415
