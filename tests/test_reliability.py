@@ -3,6 +3,7 @@ start, failed jobs, replay. Each test counts that every acknowledged event reach
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -58,6 +59,14 @@ def fully_applied(client: redis.Redis, calls: dict[str, list[Event]]) -> bool:
         state == reduce(sid, events).to_json()
         for (sid, events), state in zip(calls.items(), states, strict=True)
     )
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def worker_env(server: RedisServer, **extra: str) -> dict[str, str]:
@@ -165,6 +174,37 @@ class TestRedisOutage:
             worker.stop()
         assert refused == 20
         assert len(acknowledged) >= 380
+
+    @pytest.mark.parametrize("outage", ["killed", "paused"])
+    def test_sigterm_during_an_outage_ends_the_worker_within_ten_seconds(
+        self, private_redis: RedisServer, tmp_path: Path, outage: str
+    ) -> None:
+        """Redis gone (reconnection loop) or paused (a command that never returns): SIGTERM still
+        ends the worker and its children (RQ's scheduler) within 10 s, instead of a worker that
+        retries until its supervisor gives up, or a scheduler left behind."""
+        worker = start_worker(worker_env(private_redis), tmp_path)
+        assert private_redis.process is not None
+        redis_pid = private_redis.process.pid
+        try:
+            if outage == "killed":
+                private_redis.stop(kill=True)
+                wait_until(
+                    lambda: "could not connect" in worker.output() or "redis_unavailable" in worker.output(),
+                    what="the worker to notice",
+                )
+            else:
+                os.kill(redis_pid, signal.SIGSTOP)
+            worker.popen.send_signal(signal.SIGTERM)
+            try:
+                worker.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running 10 s after SIGTERM:\n{worker.output()[-2000:]}")
+            # Nothing of its process group is left (the scheduler is a child process).
+            wait_until(lambda: not _group_alive(worker.popen.pid), timeout=5, what="its children to exit")
+        finally:
+            if outage == "paused":
+                os.kill(redis_pid, signal.SIGCONT)
+            worker.stop()
 
     def test_redis_down_at_start(self, tmp_path: Path) -> None:
         """Web and worker start without Redis, say so (503, readyz), and work once it is up."""

@@ -15,7 +15,11 @@ Failure policy.
   between dequeue and start (RQ's "intermediate" list) is retried within ~35 s, where RQ would
   wait over a minute. Running a job twice is harmless: jobs are idempotent.
 * SIGTERM (Heroku's shutdown, 30 s before SIGKILL) is RQ's warm shutdown: the current job, which
-  takes milliseconds, finishes; then the process exits 0.
+  takes milliseconds, finishes; then the process exits 0. Outside a job (waiting for one, in RQ's
+  reconnection loop, in our backoff, blocked on a Redis that was paused) it exits within
+  :data:`STOP_DEADLINE` seconds whatever Redis does: past that it stops its children (RQ's
+  scheduler) and exits 0 anyway; in a job, within the job's timeout plus that. Nothing is in hand
+  that Redis does not also hold: an unfinished job is retried as abandoned, and jobs are idempotent.
 * Redis unreachable, at start or later: the worker waits and reconnects with capped exponential
   backoff, forever, without a restart. Nothing is lost meanwhile: the queue is in Redis.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -36,6 +41,7 @@ from typing import Final
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from rq.worker import WorkerStatus
 
 from callstate.connection import connect, describe_error
 from callstate.jobqueue import OrjsonSerializer, make_queue
@@ -57,19 +63,63 @@ STRANDED_AFTER: Final = 15
 #: RQ's worker TTL. An idle worker blocks on the queue for ``WORKER_TTL - 15`` seconds between
 #: maintenance checks (RQ's default, 420, means 405 s): 25 makes that 10 s.
 WORKER_TTL: Final = 25
+#: Seconds from SIGTERM to exit at the latest, whatever Redis does (systemd and Heroku wait 30 s;
+#: README, "Failure modes").
+STOP_DEADLINE: Final = 8.0
 #: Reconnection backoff bounds, in seconds.
 BACKOFF_FIRST: Final = 0.5
 BACKOFF_MAX: Final = 15.0
 
 
+class StopRequest:
+    """The process's stop request, whichever handler gets the signal (RQ's inside its loop, ours
+    outside it). Once requested, the process exits within :data:`STOP_DEADLINE` seconds."""
+
+    def __init__(self, deadline: float = STOP_DEADLINE, job_timeout: float = 0.0) -> None:
+        self.event = threading.Event()
+        self.deadline = deadline
+        self.job_timeout = job_timeout
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def request(
+        self, signum: int = signal.SIGTERM, frame: FrameType | None = None, *, busy: bool = False
+    ) -> None:
+        """Request the stop; ``busy``: a job is running, which RQ stops at its timeout."""
+        if self.event.is_set():
+            return
+        self.event.set()
+        deadline = self.deadline + (self.job_timeout if busy else 0.0)
+        # A thread, because the main thread may be blocked in a read from a paused Redis.
+        timer = threading.Timer(deadline, _exit_now, kwargs={"after": deadline})
+        timer.daemon = True
+        timer.start()
+
+    def install(self) -> None:
+        """Make SIGTERM and SIGINT request the stop (RQ replaces these handlers while it works)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request)
+
+
+def _exit_now(after: float) -> None:
+    log_event(logger, "worker_stop_forced", logging.WARNING, after_s=after)
+    # RQ's scheduler runs in a child process: it must not outlive us.
+    for child in multiprocessing.active_children():
+        child.kill()
+    logging.shutdown()
+    os._exit(0)
+
+
 class EventWorker(SimpleWorker):
     """``SimpleWorker`` whose started jobs are declared abandoned soon after their worker died,
-    and which remembers that it was asked to stop (RQ's loop exits the same way on errors)."""
+    and whose SIGTERM also requests the process's stop (:class:`StopRequest`)."""
 
-    stopping = False
+    stop_request: StopRequest | None = None
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
+        if self.stop_request is not None:
+            self.stop_request.request(busy=self.get_state() == WorkerStatus.BUSY)
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def clean_registries(self) -> None:
@@ -148,7 +198,8 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
 
 
 def _work(settings: Settings, *, burst: bool, name: str | None) -> None:
-    stop = threading.Event()
+    stop = StopRequest(job_timeout=settings.job_timeout)
+    stop.install()
     delay = BACKOFF_FIRST
     base = name or f"callstate.{socket.gethostname()}.{os.getpid()}"
     for attempt in itertools.count():
@@ -158,13 +209,17 @@ def _work(settings: Settings, *, burst: bool, name: str | None) -> None:
             # A worker that lost Redis could not unregister; its name stays taken until its
             # registration expires, so a restart takes a new one.
             worker = build_worker(settings, base if attempt == 0 else f"{base}.{attempt}")
+            worker.stop_request = stop
             log_event(logger, "worker_start", worker=worker.name, queue=settings.queue_name, burst=burst)
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
-            if burst or worker.stopping:
+            if burst or stop.is_set():
                 return
             # RQ left its loop on an error it logged (Redis went away mid-job, most likely).
             log_event(logger, "worker_restart", logging.WARNING, worker=worker.name)
         except RedisError as exc:
+            # Also how RQ's loop ends when it was told to stop but cannot unregister.
+            if stop.is_set():
+                return
             log_event(
                 logger,
                 "redis_unavailable",
@@ -174,18 +229,9 @@ def _work(settings: Settings, *, burst: bool, name: str | None) -> None:
             )
         else:
             delay = BACKOFF_FIRST
-        # RQ's signal handlers are gone outside work(); ours make the backoff interruptible.
-        _wait_or_stop(stop, delay)
+        finally:
+            # RQ's handlers outlive work() and would raise StopRequested out of our loop.
+            stop.install()
+        if stop.event.wait(delay):
+            return
         delay = min(delay * 2, BACKOFF_MAX)
-
-
-def _wait_or_stop(stop: threading.Event, seconds: float) -> None:
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        stop.wait(seconds)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
