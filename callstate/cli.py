@@ -68,13 +68,18 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     """The release step: configuration complete, Redis reachable, schema version written."""
+    from callstate.checks import base_url_warnings  # noqa: PLC0415
     from callstate.connection import connect  # noqa: PLC0415
     from workers.store import Store  # noqa: PLC0415
 
     settings.require_web()
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
     Store(redis, settings.retention_seconds).write_schema_version()
-    print(f"callstate: configuration ok, Redis ok, schema {keys.SCHEMA_VERSION}")  # noqa: T201
+    warnings = base_url_warnings(os.environ)
+    for warning in warnings:
+        print(f"callstate: warning: {warning}", file=sys.stderr)  # noqa: T201
+    note = f" ({len(warnings)} warning(s) above)" if warnings else ""
+    print(f"callstate: configuration ok{note}, Redis ok, schema {keys.SCHEMA_VERSION}")  # noqa: T201
     return 0
 
 

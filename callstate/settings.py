@@ -31,6 +31,7 @@ MAX_RETENTION_DAYS: Final = 120
 Parser = Callable[[str], Any]
 
 _QUEUE_NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_KEY_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def setting(env: str, default: Any, parse: Parser = str, *, secret: bool = False) -> Any:
@@ -111,15 +112,22 @@ def account_sid(raw: str) -> str:
     return raw
 
 
-def subaccount_tokens(raw: str) -> Mapping[str, str]:
-    """Parse ``AC...:token,AC...:token``; the error never echoes a token."""
-    tokens: dict[str, str] = {}
-    for position, item in enumerate(raw.split(","), start=1):
-        sid, sep, token = item.strip().partition(":")
-        if not sep or not ACCOUNT_SID.fullmatch(sid) or not token.strip():
-            raise ValueError(f"entry {position} is not of the form AC<32 hex digits>:<auth token>")
-        tokens[sid] = token.strip()
-    return MappingProxyType(tokens)
+def secret_pairs(name: re.Pattern[str], form: str) -> Parser:
+    """A parser for ``<name>:<secret>,...``: each name matching ``name`` once, each secret non-empty.
+    Errors say which entry is wrong and the expected ``form``, never a secret."""
+
+    def parse(raw: str) -> Mapping[str, str]:
+        pairs: dict[str, str] = {}
+        for position, item in enumerate(raw.split(","), start=1):
+            key, sep, secret = item.strip().partition(":")
+            if not sep or not name.fullmatch(key) or not secret.strip():
+                raise ValueError(f"entry {position} is not of the form {form}")
+            if key in pairs:
+                raise ValueError(f"entry {position} repeats {key}")
+            pairs[key] = secret.strip()
+        return MappingProxyType(pairs)
+
+    return parse
 
 
 def forwarded_allow_ips(raw: str) -> str:
@@ -161,7 +169,14 @@ class Settings:
     auth_token: str = setting("TWILIO_AUTH_TOKEN", "", secret=True)
     previous_auth_token: str = setting("TWILIO_AUTH_TOKEN_PREVIOUS", "", secret=True)
     subaccount_tokens: Mapping[str, str] = setting(
-        "TWILIO_SUBACCOUNT_TOKENS", {}, subaccount_tokens, secret=True
+        "TWILIO_SUBACCOUNT_TOKENS",
+        {},
+        secret_pairs(ACCOUNT_SID, "AC<32 hex digits>:<auth token>"),
+        secret=True,
+    )
+    #: Webhook SharedKeys by key id (several during a rotation); see receiver.signature.
+    shared_keys: Mapping[str, str] = setting(
+        "TWILIO_SHARED_KEYS", {}, secret_pairs(_KEY_ID, "<key id>:<secret>"), secret=True
     )
     public_base_url: str | None = setting("PUBLIC_BASE_URL", None, public_base_url)
     #: Peers whose X-Forwarded-Proto/-Host are believed (uvicorn's variable and syntax).

@@ -41,6 +41,7 @@ from receiver import readapi
 from receiver.callbacks import LOG, CallbackEndpoint
 from receiver.groupcommit import GroupCommit
 from receiver.publicurl import TrustedProxies
+from receiver.rejections import RejectionLog
 from receiver.resources import STATE_KEY, Resources
 from receiver.signature import Keyring
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
         settings.auth_token,
         previous=settings.previous_auth_token or None,
         subaccounts=settings.subaccount_tokens,
+        shared=settings.shared_keys,
     )
     trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
     request_log = LineBuffer("callstate.web", settings.log_format)
@@ -88,7 +90,14 @@ def create_app(settings: Settings | None = None) -> Receiver:
             min_interval=settings.commit_interval_ms / 1000,
             behind_interval=settings.commit_behind_ms / 1000,
         )
-        resources = Resources(settings=settings, redis=redis, commit=commit, keyring=keyring, trusted=trusted)
+        resources = Resources(
+            settings=settings,
+            redis=redis,
+            commit=commit,
+            keyring=keyring,
+            trusted=trusted,
+            rejections=RejectionLog(),
+        )
         flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again while requests churn through short-lived objects, and let

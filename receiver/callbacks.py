@@ -13,7 +13,7 @@ Request and Response objects; the app (:class:`receiver.app.Receiver`) calls it 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from starlette.types import Receive, Scope, Send
 
@@ -21,7 +21,8 @@ from callstate.errors import InvalidCallback, InvalidSignature, PayloadTooLarge,
 from callstate.event import Kind, scan_callback, wire_event
 from receiver.form import parse_form
 from receiver.publicurl import public_url
-from receiver.signature import verify
+from receiver.rejections import Attempt
+from receiver.signature import SETTINGS_HEADER, verify
 
 if TYPE_CHECKING:
     from receiver.resources import Resources
@@ -32,8 +33,9 @@ FORM: Final = "application/x-www-form-urlencoded"
 LOG: Final = "callstate.log"
 
 _FORM_BYTES: Final = FORM.encode()
+_SETTINGS: Final = SETTINGS_HEADER.lower().encode()
 _WANTED: Final = frozenset(
-    (b"content-length", b"content-type", b"x-twilio-signature", b"i-twilio-idempotency-token")
+    (b"content-length", b"content-type", b"x-twilio-signature", b"i-twilio-idempotency-token", _SETTINGS)
 )
 _NO_CONTENT: Final = {"type": "http.response.start", "status": 204, "headers": []}
 _END: Final = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -59,19 +61,45 @@ class CallbackEndpoint:
             if content_type != _FORM_BYTES:
                 raise UnsupportedMediaType(f"callbacks must be {FORM}")
             if not signature:
-                raise InvalidSignature("X-Twilio-Signature header is missing")
+                _unsigned(resources)
             params = _parse_signed(body)
             signed = params
         else:
             if not signature:
-                raise InvalidSignature("X-Twilio-Signature header is missing")
+                _unsigned(resources)
             # GET: Twilio appended the parameters to the URL and signed the whole URL (reference
             # 3.3), so they are read from the query and no body parameters are signed.
             params = _parse_signed(scope.get("query_string", b""))
             signed = []
         url = public_url(scope, settings.public_base_url, resources.trusted)
         fields, fault = scan_callback(self.kind, params)
-        verify(resources.keyring, url, signed, signature, account_sid=fields.get("AccountSid"))
+        raw_settings = headers.get(_SETTINGS)
+        signature_settings = None if raw_settings is None else raw_settings.decode("latin-1")
+        account_sid = fields.get("AccountSid")
+        try:
+            verify(
+                resources.keyring,
+                url,
+                signed,
+                signature,
+                account_sid=account_sid,
+                signature_settings=signature_settings,
+            )
+        except InvalidSignature as error:
+            # The refusal path only (an accepted callback never comes here): say why, now and then.
+            attempt = Attempt(
+                scope,
+                url,
+                settings.public_base_url,
+                resources.trusted,
+                resources.keyring,
+                signed,
+                signature,
+                account_sid,
+                signature_settings,
+            )
+            resources.rejections.report(error, attempt)
+            raise
         if fault is not None:
             raise fault
         log["call_sid"] = fields.get("CallSid")
@@ -89,6 +117,12 @@ class CallbackEndpoint:
         )
         await send(_NO_CONTENT)
         await send(_END)
+
+
+def _unsigned(resources: Resources) -> NoReturn:
+    error = InvalidSignature("X-Twilio-Signature header is missing")
+    resources.rejections.report(error, None)
+    raise error
 
 
 def _parse_signed(data: bytes) -> list[tuple[str, str]]:

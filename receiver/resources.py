@@ -17,6 +17,7 @@ from redis import Redis
 from callstate.settings import Settings
 from receiver.groupcommit import GroupCommit
 from receiver.publicurl import TrustedProxies
+from receiver.rejections import RejectionLog
 from receiver.signature import Keyring
 
 #: The key of :class:`Resources` in the lifespan state (``scope["state"]``).
@@ -36,6 +37,8 @@ class Resources:
     keyring: Keyring
     #: The peers whose X-Forwarded-* headers are believed when no PUBLIC_BASE_URL is set.
     trusted: TrustedProxies
+    #: Says why a signature was refused, at most once per interval (see receiver.rejections).
+    rejections: RejectionLog
 
     @staticmethod
     def of(scope: Any) -> Resources:

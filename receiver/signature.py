@@ -2,16 +2,17 @@
 
 This module owns the request-signing contract (docs/contracts.md, "Signature rules"): the string to sign
 (the public URL, then the decoded form parameters), the URL variants every official validator tries, the
-key ring of auth tokens (primary, previous during a rotation, per-subaccount) and the ``bodySHA256``
-check of JSON webhooks. Twilio's rules and their sources are in docs/twilio.md, "The signature
-algorithm"; its vectors (docs/twilio.md, "Signature vectors") are in
+key ring of auth tokens (primary, previous during a rotation, per-subaccount) and of Webhook SharedKeys
+(HMAC-SHA256, named by the ``X-Twilio-Webhooks-Signature-Settings`` header: docs/twilio.md, "SharedKey
+signatures"), and the ``bodySHA256`` check of JSON webhooks. Twilio's rules and their sources are in
+docs/twilio.md, "The signature algorithm"; its vectors (docs/twilio.md, "Signature vectors") are in
 ``tests/receiver/test_signature.py``, with the official ``twilio`` package as a test-only oracle. Pure
 and stdlib-only: the caller supplies the public URL, the decoded parameters
-(:func:`receiver.form.parse_form`) and the header value.
+(:func:`receiver.form.parse_form`) and the header values.
 
 Speed: the parameter part of the string to sign is built once per request and shared by every URL
 variant and token, and HMAC keys are derived once per :class:`Keyring`. A callback signed the usual way
-(HTTPS URL without a port, current token) costs one HMAC.
+(HTTPS URL without a port, current token or the SharedKey it names) costs one HMAC.
 """
 
 from __future__ import annotations
@@ -19,17 +20,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from callstate.errors import InvalidSignature
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+#: Names the SharedKey and algorithm of a request signed with a Webhook SharedKey (docs/twilio.md,
+#: "SharedKey signatures"): ``key=<key id>,algorithm=HMAC_SHA256``. Without it the request is signed
+#: with an auth token.
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
-# A base64 HMAC-SHA1 is always 28 characters. Anything else (e.g. the 44 of an HMAC-SHA256 from a
-# Webhook SharedKey, docs/twilio.md, "SharedKey signatures") cannot match.
-_SIGNATURE_LENGTH = 28
+HMAC_SHA1 = "HMAC_SHA1"
+HMAC_SHA256 = "HMAC_SHA256"
+#: The algorithms Twilio names (twilio-python 9.13 ``_HASH_FUNCTIONS``), with the length of their
+#: base64 digests: a header of another length cannot match and is refused before any HMAC.
+_ALGORITHMS: Mapping[str, tuple[Callable[[], Any], int]] = MappingProxyType(
+    {HMAC_SHA1: (hashlib.sha1, 28), HMAC_SHA256: (hashlib.sha256, 44)}
+)
+# A key id echoed in a 403 and the log only if it looks like one (it comes from the request).
+_PRINTABLE_KEY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 Params = Iterable[tuple[str, str]] | Mapping[str, str]
 """Decoded form parameters: ``(name, value)`` pairs (repeated names allowed) or a plain mapping."""
@@ -54,9 +67,13 @@ def url_variants(url: str) -> tuple[str, ...]:
     URL with its port (the explicit one, else ``:443`` for https and ``:80`` for any other scheme). The
     portless form comes first because Twilio signs HTTPS voice callbacks without a port. Userinfo
     (``user:pass@``) is dropped, since Twilio drops it before signing, and so is a fragment, since HTTP
-    clients never send one. Scheme, host case, path and query string are kept byte for byte: re-encoding
-    or re-sorting the query breaks signatures (docs/twilio.md, "Query strings"). A URL without ``://``
-    is returned alone, unchanged (it can only fail to match).
+    clients never send one. Path and query string are kept byte for byte: re-encoding or re-sorting the
+    query breaks signatures (docs/twilio.md, "Query strings"). Scheme and host are case-insensitive
+    (RFC 3986 section 6.2.2.1) and twilio-node lowercases them before signing: the lowercase URL is
+    tried first, and only if the URL has capitals there (a ``PUBLIC_BASE_URL`` pasted as
+    ``https://Calls.Example.com``) the URL as given too, in case it was signed that way
+    (docs/contracts.md, "URL variants"). A URL without ``://`` is returned alone, unchanged (it can only
+    fail to match).
     """
     url = url.partition("#")[0]
     scheme, separator, rest = url.partition("://")
@@ -69,6 +86,15 @@ def url_variants(url: str) -> tuple[str, ...]:
             authority_end = position
     host = rest[:authority_end].rpartition("@")[2]
     tail = rest[authority_end:]
+    lower_scheme, lower_host = scheme.lower(), host.lower()
+    variants = _port_variants(lower_scheme, lower_host, tail)
+    if lower_scheme == scheme and lower_host == host:
+        return variants
+    return variants + _port_variants(scheme, host, tail)
+
+
+def _port_variants(scheme: str, host: str, tail: str) -> tuple[str, str]:
+    """``scheme://host<tail>`` without, then with its port (``host`` may carry one)."""
     if host.startswith("["):
         # An IPv6 literal holds colons of its own; the port, if any, follows the closing bracket.
         bracket = host.find("]") + 1
@@ -87,21 +113,38 @@ class Keyring:
     ``primary`` is the account's current auth token. ``previous`` is the token it replaced, accepted
     too while a rotation settles: requests in flight or retried were signed with it. ``subaccounts``
     maps a subaccount's AccountSid to its own auth token: Twilio signs a subaccount's webhooks with
-    that token only. (docs/twilio.md, "Tokens: rotation and subaccounts".) Every token must be
-    non-empty (``ValueError`` otherwise). The repr never shows a token.
+    that token only. (docs/twilio.md, "Tokens: rotation and subaccounts".) ``shared`` maps a Webhook
+    SharedKey's id to its secret; a request naming a key in ``X-Twilio-Webhooks-Signature-Settings`` is
+    checked against that key alone, with the algorithm the header names (several keys: a rotation).
+    Every token and secret must be non-empty (``ValueError`` otherwise). The repr never shows a token
+    or a secret.
     """
 
     primary: str
     previous: str | None = None
     subaccounts: Mapping[str, str] = field(default_factory=dict)
+    shared: Mapping[str, str] = field(default_factory=dict)
     _default_keys: tuple[hmac.HMAC, ...] = field(init=False, repr=False)
     _subaccount_keys: Mapping[str, tuple[hmac.HMAC, ...]] = field(init=False, repr=False)
+    _shared_keys: Mapping[tuple[str, str], tuple[hmac.HMAC, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         tokens = [self.primary, *([] if self.previous is None else [self.previous])]
         tokens += self.subaccounts.values()
-        if not all(tokens):
+        if not all(tokens) or not all(self.shared.values()):
             raise ValueError("an auth token in the keyring is empty")
+        object.__setattr__(self, "shared", MappingProxyType(dict(self.shared)))
+        object.__setattr__(
+            self,
+            "_shared_keys",
+            MappingProxyType(
+                {
+                    (key_id, algorithm): (hmac.new(secret.encode("utf-8"), digestmod=digest),)
+                    for key_id, secret in self.shared.items()
+                    for algorithm, (digest, _) in _ALGORITHMS.items()
+                }
+            ),
+        )
         default = (self.primary,) if self.previous in (None, self.primary) else (self.primary, self.previous)
         # Frozen dataclass: derived fields are set once, here, through object.__setattr__.
         object.__setattr__(self, "subaccounts", MappingProxyType(dict(self.subaccounts)))
@@ -114,7 +157,27 @@ class Keyring:
 
     def __repr__(self) -> str:
         previous = None if self.previous is None else "'***'"
-        return f"Keyring(primary='***', previous={previous}, subaccounts={sorted(self.subaccounts)!r})"
+        return (
+            f"Keyring(primary='***', previous={previous}, subaccounts={sorted(self.subaccounts)!r}, "
+            f"shared={sorted(self.shared)!r})"
+        )
+
+    def _shared_keys_for(self, key_id: str | None, algorithm: str) -> tuple[hmac.HMAC, ...]:
+        """The pre-keyed HMAC of SharedKey ``key_id`` for ``algorithm`` (callers ``.copy()`` it);
+        :class:`InvalidSignature` saying which of the two is unknown otherwise."""
+        if algorithm not in _ALGORITHMS:
+            raise InvalidSignature(
+                f"{SETTINGS_HEADER} names algorithm {_printable(algorithm)}, which callstate does not "
+                f"support ({HMAC_SHA256} or {HMAC_SHA1})"
+            )
+        if key_id is None:
+            raise InvalidSignature(f"{SETTINGS_HEADER} names no key")
+        keys = self._shared_keys.get((key_id, algorithm))
+        if keys is None:
+            raise InvalidSignature(
+                f"{SETTINGS_HEADER} names key {_printable(key_id)}, which TWILIO_SHARED_KEYS does not hold"
+            )
+        return keys
 
     def tokens_for(self, account_sid: str | None) -> tuple[str, ...]:
         """Return the tokens to try for a request from ``account_sid``, in the order they are tried.
@@ -135,12 +198,31 @@ class Keyring:
         return self._subaccount_keys.get(account_sid, self._default_keys)
 
 
+def parse_settings_header(value: str) -> tuple[str | None, str]:
+    """``(key id, algorithm)`` of an ``X-Twilio-Webhooks-Signature-Settings`` value such as
+    ``key=<id>,algorithm=HMAC_SHA256``. The algorithm is upper-cased, and ``HMAC_SHA1`` when the
+    header names none (twilio-python 9.13 ``get_signature_algorithm``); the key id is ``None`` when
+    the header names none."""
+    key_id: str | None = None
+    algorithm = HMAC_SHA1
+    for part in value.split(","):
+        name, separator, item = part.partition("=")
+        name, item = name.strip().lower(), item.strip()
+        if separator and item and name == "key":
+            key_id = item
+        elif separator and item and name == "algorithm":
+            algorithm = item.upper()
+    return key_id, algorithm
+
+
 def verify(
     keyring: Keyring,
     url: str,
     params: Params,
     signature: str | None,
+    *,
     account_sid: str | None = None,
+    signature_settings: str | None = None,
 ) -> None:
     """Check the ``X-Twilio-Signature`` of a form POST or a GET; return ``None`` if it is Twilio's.
 
@@ -149,12 +231,17 @@ def verify(
     (Twilio adds parameters without notice). ``signature`` is the header value, ``None`` if absent.
     ``account_sid`` (the request's ``AccountSid``) selects the token (:meth:`Keyring.tokens_for`);
     choosing it from the unverified body is safe because the signature covers it.
+    ``signature_settings`` is the ``X-Twilio-Webhooks-Signature-Settings`` header, ``None`` if absent:
+    when it names a key, that SharedKey and the named algorithm replace the auth tokens and HMAC-SHA1
+    (same string to sign: docs/twilio.md, "SharedKey signatures").
 
-    Raises :class:`~callstate.errors.InvalidSignature` when no URL variant and token reproduce the
-    signature. The reason never holds a token or the expected signature.
+    Raises :class:`~callstate.errors.InvalidSignature` when no URL variant and key reproduce the
+    signature, or the header names an unknown key or algorithm. The reason never holds a token, a
+    secret or the expected signature.
     """
-    expected = _header_bytes(signature)
-    _check(keyring._keys_for(account_sid), url, _params_message(params), expected)
+    keys, algorithm = _keys(keyring, account_sid, signature_settings)
+    expected = _header_bytes(signature, algorithm)
+    _check(keys, url, _params_message(params), expected)
 
 
 def verify_body(
@@ -162,23 +249,45 @@ def verify_body(
     url: str,
     body: bytes,
     signature: str | None,
+    *,
     account_sid: str | None = None,
+    signature_settings: str | None = None,
 ) -> None:
     """Check a webhook with a non-form body (JSON): the URL's ``bodySHA256`` and the signature.
 
     Twilio puts ``bodySHA256=<hex sha256 of the raw body>`` in the URL and signs the URL alone
     (docs/twilio.md, "JSON bodies"). Both must hold: the signature over ``url`` (with its port variants,
     no params) and ``sha256(body).hexdigest() == bodySHA256``. ``body`` must be the raw bytes received.
-    Raises :class:`~callstate.errors.InvalidSignature` with a reason saying which check failed.
+    Raises :class:`~callstate.errors.InvalidSignature` with a reason saying which check failed. Keys are
+    chosen as by :func:`verify`.
     """
-    expected = _header_bytes(signature)
+    keys, algorithm = _keys(keyring, account_sid, signature_settings)
+    expected = _header_bytes(signature, algorithm)
     claimed = _body_sha256(url)
     if claimed is None:
         raise InvalidSignature("URL has no bodySHA256 parameter")
-    _check(keyring._keys_for(account_sid), url, b"", expected)
+    _check(keys, url, b"", expected)
     # The signature is checked first: it is the cheaper of the two for a body of any size.
     if not hmac.compare_digest(hashlib.sha256(body).hexdigest().encode("ascii"), _encode(claimed)):
         raise InvalidSignature("body does not match its bodySHA256")
+
+
+def _keys(
+    keyring: Keyring, account_sid: str | None, signature_settings: str | None
+) -> tuple[tuple[hmac.HMAC, ...], str]:
+    """The keys to try and their algorithm: the auth tokens unless a SharedKey is named."""
+    if signature_settings is not None:
+        key_id, algorithm = parse_settings_header(signature_settings)
+        # A header naming no key and no other algorithm is the legacy auth-token signature, as
+        # for twilio-python's get_signature_algorithm.
+        if key_id is not None or algorithm != HMAC_SHA1:
+            return keyring._shared_keys_for(key_id, algorithm), algorithm
+    return keyring._keys_for(account_sid), HMAC_SHA1
+
+
+def _printable(text: str) -> str:
+    """``text`` quoted if it is short and plain, for a 403 reason (it comes from the request)."""
+    return repr(text) if _PRINTABLE_KEY_ID.fullmatch(text) else "(unreadable)"
 
 
 def _key(token: str) -> hmac.HMAC:
@@ -204,14 +313,16 @@ def _params_message(params: Params) -> bytes:
     return _encode("".join([name + value for name, value in sorted(set(pairs))]))
 
 
-def _header_bytes(signature: str | None) -> bytes:
+def _header_bytes(signature: str | None, algorithm: str) -> bytes:
     """The header value as bytes for a constant-time compare, or the reason it cannot match."""
     if signature is None:
         raise InvalidSignature(f"{SIGNATURE_HEADER} header is missing")
     if not signature:
         raise InvalidSignature(f"{SIGNATURE_HEADER} header is empty")
-    if len(signature) != _SIGNATURE_LENGTH:
-        raise InvalidSignature(f"{SIGNATURE_HEADER} header is not a base64 HMAC-SHA1")
+    if len(signature) != _ALGORITHMS[algorithm][1]:
+        name = algorithm.replace("_", "-")
+        hint = "" if algorithm != HMAC_SHA1 else f" (a SharedKey signature comes with {SETTINGS_HEADER})"
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is not a base64 {name}{hint}")
     return _encode(signature)
 
 

@@ -53,3 +53,19 @@ def test_token_needs_secret_key() -> None:
     result = run("token")
     assert result.returncode == 2
     assert "SECRET_KEY" in result.stderr
+
+
+def test_release_check_warns_about_http_behind_a_router(
+    redis_server: RedisServer, redis_client: object
+) -> None:
+    """`callstate check` passes but says that http:// behind Heroku's router means 403s."""
+    result = run(
+        "check",
+        REDIS_URL=redis_server.url,
+        TWILIO_AUTH_TOKEN="t",
+        PUBLIC_BASE_URL="http://app.example.com",
+        DYNO="release.1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "callstate: warning: PUBLIC_BASE_URL starts with http://" in result.stderr
+    assert "configuration ok (1 warning(s) above)" in result.stdout

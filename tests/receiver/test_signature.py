@@ -244,7 +244,11 @@ class TestUrlVariants:
             ("https://[::1]:8443/p", ("https://[::1]/p", "https://[::1]:8443/p")),
             ("https://[::1]/p", ("https://[::1]/p", "https://[::1]:443/p")),
             ("wss://a.com/s", ("wss://a.com/s", "wss://a.com:80/s")),
-            ("HTTPS://A.com/P", ("HTTPS://A.com/P", "HTTPS://A.com:443/P")),
+            # Scheme and host lowercase first (twilio-node), then as given; the path keeps its case.
+            (
+                "HTTPS://A.com/P",
+                ("https://a.com/P", "https://a.com:443/P", "HTTPS://A.com/P", "HTTPS://A.com:443/P"),
+            ),
             (
                 "https://a.com/p?b=2&a=%2B+x#frag",
                 ("https://a.com/p?b=2&a=%2B+x", "https://a.com:443/p?b=2&a=%2B+x"),
