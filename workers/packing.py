@@ -1,0 +1,316 @@
+"""The packed form of an event's content: what the event set stores, a third of the JSON's size.
+
+Pure, and exact: :func:`unpack` of :func:`pack` gives back an equal :class:`Event` (same kind,
+source and parameters, byte for byte), for any event, Twilio's or not; the state replayed from
+packed events is the state reduced from the originals. Packing only makes the common case short:
+
+* a parameter name Twilio documents is one byte (an index into :data:`NAMES`); any other is
+  spelled out;
+* a value is a tag byte and what the tag needs: a SID (``CA``/``AC``/``RE`` and 32 lowercase hex
+  digits) is 16 bytes, a decimal integer or an E.164 number a varint, a Twilio ``Timestamp`` (RFC
+  2822, as Twilio writes it) a varint of Unix seconds, a word Twilio repeats (a status, a
+  direction, ``2010-04-01``...) one byte of :data:`WORDS`, a value equal to an earlier value of the
+  same event (``Caller`` is ``From``) a back-reference, and ``RecordingUrl`` when it is the URL
+  Twilio derives from the account and the recording a single byte. Anything else is UTF-8 text.
+
+Each shortcut is taken only when expanding it gives back the very same string, so the choice is a
+pure function of the value. :data:`NAMES` and :data:`WORDS` are append-only: stored bytes index into
+them (docs/redis-schema.md, "The event set").
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections.abc import Callable
+from typing import Final
+
+from callstate.event import Event, Kind
+
+#: Bump when the layout below changes incompatibly; :func:`unpack` refuses other versions.
+FORMAT: Final = 1
+
+#: Parameter names packed as one byte (their index). Append only.
+NAMES: Final = (
+    "AccountSid", "AddOns", "AnsweredBy", "ApiVersion", "CallDuration", "CallSid", "CallStatus",
+    "CallToken", "CallbackSource", "Called", "CalledCity", "CalledCountry", "CalledState", "CalledVia",
+    "CalledZip", "Caller", "CallerCity", "CallerCountry", "CallerName", "CallerState", "CallerZip",
+    "ConferenceSid", "Digits", "Direction", "Duration", "ErrorCode", "ErrorMessage", "ForwardedFrom",
+    "From", "FromCity", "FromCountry", "FromState", "FromZip", "MachineDetectionDuration",
+    "ParentCallSid", "QueueTime", "RecordingChannels", "RecordingDuration", "RecordingSid",
+    "RecordingSource", "RecordingStartTime", "RecordingStatus", "RecordingTrack", "RecordingUrl",
+    "SequenceNumber", "SipResponseCode", "StirPassportToken", "StirStatus", "StirVerstat", "Timestamp",
+    "To", "ToCity", "ToCountry", "ToState", "ToZip", "Trunk", "TrunkSid",
+)  # fmt: skip
+
+#: Values packed as one byte (their index). Append only.
+WORDS: Final = (
+    "queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed", "no-answer",
+    "canceled", "absent", "paused", "stopped", "processing", "answered",
+    "inbound", "outbound-api", "outbound-dial", "trunking-terminating", "trunking-originating",
+    "2010-04-01", "call-progress-events", "both", "mono", "dual",
+    "OutboundAPI", "DialVerb", "Conference", "RecordVerb", "Trunking", "StartCallRecordingAPI",
+    "StartCallRecordingTwiML", "human", "machine_start", "machine_end_beep", "machine_end_silence",
+    "machine_end_other", "fax", "unknown", "A", "B", "C", "TN-Validation-Passed-A",
+    "TN-Validation-Passed-B", "TN-Validation-Passed-C", "No-TN-Validation", "TN-Validation-Failed",
+    "US", "CA", "GB", "true", "false",
+)  # fmt: skip
+
+_NAME_INDEX: Final = {name: i for i, name in enumerate(NAMES)}
+_WORD_INDEX: Final = {word: i for i, word in enumerate(WORDS)}
+
+# Header byte: kind, source, and whether the event carries a tenant.
+_RECORDING: Final = 0x01
+_REST: Final = 0x02
+_OTHER_SOURCE: Final = 0x04
+_TENANT: Final = 0x08
+
+# Name byte 255: an unknown name follows as text.
+_NAME_TEXT: Final = 255
+
+# Value tags.
+_TEXT: Final = 0
+_EMPTY: Final = 1
+_WORD: Final = 2
+_INT: Final = 3
+_PHONE: Final = 4
+_TIME: Final = 5
+_SAME: Final = 6
+_RECORDING_URL: Final = 7
+_SID: Final = 8  # + index into _SID_PREFIXES
+_SID_PREFIXES: Final = ("CA", "AC", "RE")
+
+_SID_PATTERN: Final = re.compile(r"(CA|AC|RE)([0-9a-f]{32})")
+#: At most 18 digits, so that every such number fits a 64-bit varint.
+_DIGITS: Final = re.compile(r"0|[1-9][0-9]{0,17}")
+_E164: Final = re.compile(r"\+([1-9][0-9]{0,17})")
+_RECORDING_URL_TEMPLATE: Final = "https://api.twilio.com/2010-04-01/Accounts/{}/Recordings/{}"
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: What email.utils.format_datetime writes for a UTC time, which is what Twilio sends.
+_TWILIO_TIME: Final = re.compile(
+    rf"(?:{'|'.join(_DAYS)}), (\d\d) ({'|'.join(_MONTHS)}) (\d{{4}}) (\d\d):(\d\d):(\d\d) \+0000"
+)
+
+
+class PackingError(ValueError):
+    """Bytes that :func:`pack` did not produce (a corrupted or foreign value)."""
+
+
+def pack(event: Event) -> bytes:
+    """The packed form of ``event``'s content (delivery metadata is not part of it)."""
+    out = bytearray([FORMAT, _header(event)])
+    if event.source not in ("twilio", "rest"):
+        _text(out, event.source)
+    tenant = getattr(event, "tenant", None)
+    if tenant is not None:
+        _text(out, tenant)
+    _varint(out, len(event.params))
+    seen: dict[str, int] = {}
+    url = _recording_url(event)
+    for position, (name, value) in enumerate(event.params):
+        index = _NAME_INDEX.get(name)
+        if index is None:
+            out.append(_NAME_TEXT)
+            _text(out, name)
+        else:
+            out.append(index)
+        if _value(out, name, value, seen, url):
+            seen.setdefault(value, position)
+    return bytes(out)
+
+
+def unpack(data: bytes) -> Event:
+    """The event :func:`pack` made ``data`` from; :class:`PackingError` for anything else."""
+    try:
+        return _Reader(data).event()
+    except (IndexError, UnicodeDecodeError) as error:
+        raise PackingError(f"not a packed event: {error}") from None
+
+
+def _header(event: Event) -> int:
+    header = _RECORDING if event.kind == "recording" else 0
+    if event.source == "rest":
+        header |= _REST
+    elif event.source != "twilio":
+        header |= _OTHER_SOURCE
+    if getattr(event, "tenant", None) is not None:
+        header |= _TENANT
+    return header
+
+
+def _recording_url(event: Event) -> str | None:
+    """The URL Twilio gives a recording of this account, if the event names both."""
+    account, recording = event.get("AccountSid"), event.get("RecordingSid")
+    if account is None or recording is None:
+        return None
+    return _RECORDING_URL_TEMPLATE.format(account, recording)
+
+
+def _value(out: bytearray, name: str, value: str, seen: dict[str, int], url: str | None) -> bool:
+    """Append ``value``'s tag and payload; whether a later equal value may refer back to it (not
+    to a recording URL: the reader knows it only once the whole event is read)."""
+    if not value:
+        out.append(_EMPTY)
+        return False
+    earlier = seen.get(value)
+    if earlier is not None:
+        out.append(_SAME)
+        _varint(out, earlier)
+        return False
+    word = _WORD_INDEX.get(value)
+    if word is not None:
+        out += bytes((_WORD, word))
+        return False
+    if value == url and name == "RecordingUrl":
+        out.append(_RECORDING_URL)
+        return False
+    if not _shortcut(out, value):
+        out.append(_TEXT)
+        _text(out, value)
+    return True
+
+
+def _shortcut(out: bytearray, value: str) -> bool:
+    """Append ``value`` as an integer, E.164 number, SID or Twilio time if it is one exactly."""
+    # The first character and the length pick the one pattern worth trying.
+    first, size = value[0], len(value)
+    if first.isdigit() and _DIGITS.fullmatch(value):
+        out.append(_INT)
+        _varint(out, int(value))
+    elif first == "+" and _E164.fullmatch(value):
+        out.append(_PHONE)
+        _varint(out, int(value[1:]))
+    elif size == 34 and (sid := _SID_PATTERN.fullmatch(value)) is not None:
+        out.append(_SID + _SID_PREFIXES.index(sid.group(1)))
+        out += bytes.fromhex(sid.group(2))
+    elif size == 31 and (seconds := _twilio_time(value)) is not None:
+        out.append(_TIME)
+        _varint(out, seconds)
+    else:
+        return False
+    return True
+
+
+def _twilio_time(value: str) -> int | None:
+    """Unix seconds of an RFC 2822 date written exactly as Twilio writes it, else None."""
+    match = _TWILIO_TIME.fullmatch(value)
+    if match is None:
+        return None
+    day, month, year, hour, minute, second = match.groups()
+    fields = (int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second))
+    seconds = calendar.timegm(fields)
+    # The round trip rejects what timegm normalises (31 Feb, 24:00, a wrong weekday) or predates 1970.
+    return seconds if seconds >= 0 and _format_time(seconds) == value else None
+
+
+def _format_time(seconds: int) -> str:
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    )
+
+
+def _varint(out: bytearray, number: int) -> None:
+    while number >= 0x80:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+
+
+def _text(out: bytearray, text: str) -> None:
+    # surrogatepass: a form value may hold a lone surrogate (an escaped %ED%A0%80 is not one, but
+    # Python's form decoding can produce them); it must come back as it went in.
+    raw = text.encode("utf-8", "surrogatepass")
+    _varint(out, len(raw))
+    out += raw
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def byte(self) -> int:
+        value = self.data[self.at]
+        self.at += 1
+        return value
+
+    def varint(self) -> int:
+        number, shift = 0, 0
+        while True:
+            byte = self.byte()
+            number |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return number
+            shift += 7
+
+    def text(self) -> str:
+        length = self.varint()
+        raw = self.data[self.at : self.at + length]
+        if len(raw) != length:
+            raise IndexError("text runs past the end")
+        self.at += length
+        return raw.decode("utf-8", "surrogatepass")
+
+    def event(self) -> Event:
+        if self.byte() != FORMAT:
+            raise PackingError("unknown packing format")
+        header = self.byte()
+        kind: Kind = "recording" if header & _RECORDING else "call"
+        source = "rest" if header & _REST else self.text() if header & _OTHER_SOURCE else "twilio"
+        tenant = self.text() if header & _TENANT else None
+        params: list[tuple[str, str]] = []
+        url_at: list[int] = []
+        for position in range(self.varint()):
+            index = self.byte()
+            name = self.text() if index == _NAME_TEXT else NAMES[index]
+            tag = self.byte()
+            if tag == _RECORDING_URL:
+                url_at.append(position)
+                value = ""  # filled in below, once AccountSid and RecordingSid are known
+            else:
+                value = self.value(tag, params)
+            params.append((name, value))
+        if self.at != len(self.data):
+            raise PackingError("trailing bytes")
+        event = _event(kind, source, tenant, params)
+        if url_at:
+            url = _recording_url(event)
+            if url is None:
+                raise PackingError("a recording URL without its account and recording")
+            for position in url_at:
+                params[position] = (params[position][0], url)
+            event = _event(kind, source, tenant, params)
+        return event
+
+    def value(self, tag: int, params: list[tuple[str, str]]) -> str:
+        if tag == _SAME:
+            return params[self.varint()][1]
+        if _SID <= tag < _SID + len(_SID_PREFIXES):
+            raw = self.data[self.at : self.at + 16]
+            if len(raw) != 16:
+                raise IndexError("SID runs past the end")
+            self.at += 16
+            return _SID_PREFIXES[tag - _SID] + raw.hex()
+        read = _READERS.get(tag)
+        if read is None:
+            raise PackingError(f"unknown value tag {tag}")
+        return read(self)
+
+
+_READERS: Final[dict[int, Callable[[_Reader], str]]] = {
+    _TEXT: _Reader.text,
+    _EMPTY: lambda reader: "",
+    _WORD: lambda reader: WORDS[reader.byte()],
+    _INT: lambda reader: str(reader.varint()),
+    _PHONE: lambda reader: f"+{reader.varint()}",
+    _TIME: lambda reader: _format_time(reader.varint()),
+}
+
+
+def _event(kind: Kind, source: str, tenant: str | None, params: list[tuple[str, str]]) -> Event:
+    # pack() wrote the parameters in canonical order (sorted, without repeats): no sort needed.
+    return Event(kind, tuple(params), source)
