@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import os
 import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from bench import designs, machine, report
+from bench import capacity, designs, machine, report
 from bench.corpus import Corpus, history_corpus, progress_corpus
 from bench.drain import drain
 from bench.lag import lag
@@ -76,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the callstate web and a worker")
     parser.add_argument("--quick", action="store_true", help="short runs, small corpora: checks the harness")
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="only the capacity inputs of docs/capacity.md: queue and store on separate Redis, 1 and 2 "
+        "workers, then the store on a 3-master cluster (bench/out/capacity.md)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args(argv)
     if args.quick:
@@ -233,6 +240,29 @@ def run(args: argparse.Namespace) -> report.Results:
     return results
 
 
+def run_capacity(args: argparse.Namespace) -> int:
+    """``--capacity``: the runs of :mod:`bench.capacity`, written to ``capacity.md`` and ``.json``."""
+    logs = args.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    two_cores = (os.cpu_count() or 1) >= 2
+    cores = Cores(server=0, load=1) if two_cores else Cores(None, None)
+    say(f"capacity: {args.drain_events:,} events, 1 and 2 workers, then a 3-master store cluster")
+    try:
+        runs = capacity.run_all(
+            args.out, events=args.drain_events, env=dict(os.environ), cores=cores, log_dir=logs
+        )
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process the bench started", file=sys.stderr)
+        return 130
+    finally:
+        stop_all()
+    text = capacity.markdown(runs)
+    (args.out / "capacity.md").write_text(text)
+    (args.out / "capacity.json").write_text(json.dumps([asdict(run) for run in runs], indent=2))
+    print(text)
+    return 0
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -242,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, _terminate)
+    if args.capacity:
+        return run_capacity(args)
     try:
         results = run(args)
     except KeyboardInterrupt:
