@@ -28,9 +28,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from bench import designs
-from bench.corpus import HOST, Corpus, history_corpus
-from bench.drain import job_lines, start_workers
-from bench.loadgen import run_loadgen
+from bench.corpus import Corpus, history_corpus
+from bench.drain import job_lines, prefill_queue, start_workers
 from bench.procs import cpu_seconds, wait_until
 from bench.receiver import Cores
 from bench.redisstack import BenchRedis
@@ -131,11 +130,7 @@ def capacity_run(
     before = {node.name: _counters(node) for node in (queue, *store_nodes)}
     web, port = designs.start(designs.CALLSTATE, child_env, log_dir, cores.server)
     try:
-        web_cpu = web.cpu()
-        prefill = run_loadgen(port, corpus.path, count=corpus.requests, rate=0, host=HOST, core=cores.load)
-        web_cpu = web.cpu() - web_cpu
-        if prefill.statuses != {"204": corpus.requests}:
-            raise RuntimeError(f"pre-fill answers: {prefill.statuses} (see {web.log_path})")
+        web_cpu, _ = prefill_queue(web, port, corpus, cores)
     finally:
         web.stop()
     running = start_workers(workers, child_env, log_dir, name=f"capacity-{workers}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import designs
 from bench.corpus import HOST, Corpus
-from bench.loadgen import run_loadgen
+from bench.loadgen import LoadResult, run_loadgen
 from bench.procs import Child, wait_until
 from bench.profile import Profile, Profiler
 from bench.receiver import Cores
@@ -109,6 +109,17 @@ def start_workers(count: int, env: Mapping[str, str], log_dir: Path, name: str =
     return workers
 
 
+def prefill_queue(web: Child, port: int, corpus: Corpus, cores: Cores) -> tuple[float, LoadResult]:
+    """Send every callback of ``corpus`` through the running ``callstate web`` as fast as 64
+    connections allow; its CPU seconds meanwhile, and the load generator's result."""
+    web_cpu = web.cpu()
+    result = run_loadgen(port, corpus.path, count=corpus.requests, rate=0, host=HOST, core=cores.load)
+    web_cpu = web.cpu() - web_cpu
+    if result.statuses != {"204": corpus.requests}:
+        raise RuntimeError(f"pre-fill answers: {result.statuses} (see {web.log_path})")
+    return web_cpu, result
+
+
 def drain(
     redis: BenchRedis,
     corpus: Corpus,
@@ -126,11 +137,7 @@ def drain(
     redis.reset_stats()
     web, port = designs.start(designs.CALLSTATE, env, log_dir, cores.server)
     try:
-        web_cpu = web.cpu()
-        prefill = run_loadgen(port, corpus.path, count=corpus.requests, rate=0, host=HOST, core=cores.load)
-        web_cpu = web.cpu() - web_cpu
-        if prefill.statuses != {"204": corpus.requests}:
-            raise RuntimeError(f"pre-fill answers: {prefill.statuses} (see {web.log_path})")
+        web_cpu, prefill = prefill_queue(web, port, corpus, cores)
         running = start_workers(workers, env, log_dir)
         cpu = sum(worker.cpu() for worker in running)
         logs = [worker.log_path for worker in running]
