@@ -1,4 +1,4 @@
-"""The inputs of docs/capacity.md: what one event costs each part of a deployment, measured.
+"""The inputs of the capacity model: what one event costs each part of a deployment, measured.
 
 The queue (``REDIS_URL``) and the store (``STORE_REDIS_URL``) run on separate redis-servers here,
 so that each one's CPU, commands and bytes per event can be read apart; the store is either one

@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--capacity",
         action="store_true",
-        help="only the capacity inputs of docs/capacity.md: queue and store on separate Redis, 1 and 2 "
+        help="only the capacity inputs: queue and store on separate Redis, 1 and 2 "
         "workers, then the store on a 3-master cluster (bench/out/capacity.md)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")

@@ -1,8 +1,9 @@
 """Buckets: the global indexes and the change stream, split by CallSid so no slot is hot.
 
 On a Redis Cluster every key lives in one slot, served by one master. If every event touched the
-same index key, that one master would take every event's index update (DESIGN section 9). So each
-global index and the change stream exist once per *bucket* (docs/redis-schema.md, "Buckets"): a
+same index key, that one master would take every event's index update
+(docs/contracts.md, "Where the store lives"). So each global index and the change stream exist
+once per *bucket*: a
 call's entries go to bucket ``crc32(CallSid) mod count``, and a bucket's keys share the hash tag
 ``{callstate:<bucket>}``, so the script that publishes a batch to one bucket stays atomic.
 

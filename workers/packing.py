@@ -15,7 +15,7 @@ packed events is the state reduced from the originals. Packing only makes the co
 
 Each shortcut is taken only when expanding it gives back the very same string, so the choice is a
 pure function of the value. :data:`NAMES` and :data:`WORDS` are append-only: stored bytes index into
-them (docs/redis-schema.md, "The event set").
+them (docs/redis-schema.md documents the encoding).
 """
 
 from __future__ import annotations

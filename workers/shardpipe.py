@@ -1,6 +1,6 @@
 """One round trip of commands to the store, whether it is one Redis or a Redis Cluster.
 
-The store's steps each send many commands at once (docs/redis-schema.md, "Writers"): reads,
+The store's steps each send many commands at once: reads,
 ``EVALSHA`` of the add, commit and publish scripts. On one Redis that is one pipeline. On a cluster
 every command goes to the master owning its key's slot, so :func:`execute` sends one pipeline per
 master touched (one round trip each, in turn) and puts the replies back in the callers' order. redis-py's
