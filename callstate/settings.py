@@ -189,7 +189,8 @@ class Settings:
     batch_max: int = setting("CALLSTATE_BATCH_MAX", 256, integer(1, 10_000))
     #: Group commit: at least this many milliseconds between two jobs of one web process. At low
     #: load nothing waits; under load each job carries what arrived meanwhile, which keeps the
-    #: workers' per-job cost (RQ's bookkeeping, bench/RESULTS.md) from falling behind.
+    #: workers' per-job cost (RQ's bookkeeping, bench/RESULTS.md, "Where the time goes now") from
+    #: falling behind.
     commit_interval_ms: int = setting("CALLSTATE_COMMIT_INTERVAL_MS", 2, integer(0, 1000))
     #: The same while jobs wait in the queue (the workers are behind): up to this long, or until
     #: a few callbacks are in hand (see receiver.groupcommit).

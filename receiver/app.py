@@ -206,8 +206,8 @@ class Receiver:
     Callbacks are the whole load of the service, so GET and POST on their two paths go straight
     to their :class:`CallbackEndpoint`, with the errors they raise answered by
     :func:`error_answer`; everything else (the read API, probes, lifespan) goes through Starlette.
-    Skipping Starlette's router and middleware for callbacks saves about a fifth of their CPU
-    time (bench/RESULTS.md).
+    Skipping Starlette's router and middleware saves CPU on every callback (bench/RESULTS.md, "How
+    it got there").
 
     Every request gets one log line here: method, path (never the query: GET callbacks carry phone
     numbers there), status, milliseconds, and what the endpoint noted (call SID, reason).

@@ -41,9 +41,10 @@ def parse_form(data: bytes) -> list[tuple[str, str]]:
         raise InvalidCallback("form body has a malformed percent escape")
 
     # Speed: decoding each of the ~60 names and values of a callback separately costs about as much as
-    # parse_qsl (~25 us). Instead the pairs are joined with NUL into one buffer that is percent-decoded
-    # and UTF-8-decoded in one go, then split on NUL (~5 us). A NUL cannot merge or split a UTF-8
-    # sequence (it is ASCII), and a NUL that came from the data is detected by the part count below.
+    # parse_qsl. Instead the pairs are joined with NUL into one buffer that is percent-decoded and
+    # UTF-8-decoded in one go, then split on NUL, several times cheaper (bench/RESULTS.md,
+    # "Micro-measurements"). A NUL cannot merge or split a UTF-8 sequence (it is ASCII), and a NUL
+    # that came from the data is detected by the part count below.
     pair_count = data.count(b"&") + 1
     if data.translate(None, _ALL_BUT_SEPARATORS) == b"=" + b"&=" * (pair_count - 1):
         # The usual body: every segment has exactly one '=' and none is empty, so each separator
@@ -73,8 +74,9 @@ def _decode(raw: bytes) -> str:
     if b"%" in raw:
         # binascii.a2b_qp decodes quoted-printable "=XX" escapes in C, and with header=False it copies
         # every other byte unchanged. Once each literal '=' is itself escaped as "=3D" and each "%XX"
-        # (all known to be well formed) is written "=XX", it is exactly a percent-decoder, about ten
-        # times faster than urllib's. tests/receiver/test_form.py checks it against a plain decoder.
+        # (all known to be well formed) is written "=XX", it is exactly a percent-decoder, faster than
+        # urllib's (bench/RESULTS.md, "Micro-measurements"). tests/receiver/test_form.py checks it
+        # against a plain decoder.
         raw = binascii.a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
     try:
         return raw.decode("utf-8")

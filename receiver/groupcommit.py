@@ -9,9 +9,9 @@ Batches form by themselves: while one batch is being written, new items wait for
 low load a batch is one item and costs one round trip; under load a batch holds whatever arrived
 during the previous write, up to ``max_batch``.
 
-Pacing. A job costs a worker ~2 ms of RQ bookkeeping (about 25 round trips) whatever it carries,
-so one job per callback at 1,000 callbacks/s is more than two workers can run and the lag grows
-without bound (measured: 12 s p99). So writes are spaced: ``min_interval`` apart normally (a lone
+Pacing. A job costs a worker RQ's bookkeeping (tens of Redis commands) whatever it carries, so
+one job per callback under load is more than the workers can run and the lag grows without bound
+(bench/RESULTS.md, "How it got there"). So writes are spaced: ``min_interval`` apart normally (a lone
 callback never waits, since the previous write is long past), and, while the writer reports that
 jobs are waiting in the queue (the workers are behind), up to ``behind_interval`` apart or until
 ``behind_batch`` items are in hand. Waiting then costs no end-to-end lag: the workers would not

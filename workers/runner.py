@@ -1,8 +1,9 @@
 """The worker process: RQ workers on the events queue, with the store bound to their connection.
 
 Process model. RQ's ``SimpleWorker`` runs jobs in the worker process itself. The forking ``Worker``
-isolates each job in a child process, which costs a fork per job (~60 jobs/s against ~235 measured
-on this machine, issue 4) and buys nothing here: a job is pure reduction plus Redis calls.
+isolates each job in a child process, which costs a fork per job (bench/RESULTS.md, "Workers": it
+runs a fraction of the no-op jobs the simple worker runs) and buys nothing here: a job is pure
+reduction plus Redis calls.
 
 Failure policy.
 

@@ -1,0 +1,105 @@
+"""Micro-measurements that comments in the code rely on (bench/RESULTS.md, "Micro-measurements").
+
+Run ``.venv/bin/python -m bench.micro`` from the repository root (under a minute). In one process,
+without Redis or HTTP, it times the pieces of a callback's CPU cost whose alternatives the code's
+comments compare, on the terminal StatusCallback of the bench's traffic
+(:func:`callstate.traffic.answered_call`, form-encoded as Twilio sends it):
+
+* decoding the form body: :func:`receiver.form.parse_form`, ``urllib.parse.parse_qsl``, and each
+  name and value decoded on its own with ``urllib.parse.unquote_plus``;
+* percent-decoding the same bytes: the quoted-printable trick of ``receiver.form`` against
+  ``urllib.parse.unquote_plus``;
+* the request's log line: :class:`callstate.logs.LineBuffer` (a string appended, written in
+  batches) against a record through ``logging`` with callstate's JSON formatter, both writing to
+  memory so that the terminal or the disk is not what is measured.
+
+Each figure is this process's CPU time per call (``time.process_time``), in microseconds, the best
+of 7 ``timeit`` repeats: CPU time, so that other processes on a busy machine do not count (they still
+slow its caches), and the best, because the slower repeats measure that load rather than the code.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import time
+import timeit
+from collections.abc import Callable
+from urllib.parse import parse_qsl, unquote_plus, urlencode
+
+from callstate.logs import JSONFormatter, LineBuffer, log_event
+from callstate.traffic import answered_call
+from receiver import form
+
+_REPEATS = 7
+_FIELDS = {"method": "POST", "path": "/twilio/call-status", "status": 204, "ms": 1.2, "call": "CA" + "0" * 32}
+
+
+def best_us(function: Callable[[], object], number: int) -> float:
+    """The least CPU time of :data:`_REPEATS` runs of ``number`` calls, in microseconds per call."""
+    runs = timeit.repeat(function, number=number, repeat=_REPEATS, timer=time.process_time)
+    return min(runs) / number * 1e6
+
+
+def terminal_body() -> bytes:
+    """The terminal StatusCallback of one answered call of the bench's traffic, form-encoded."""
+    events = answered_call(random.Random(1), "CA" + "0" * 32)
+    return urlencode(events[-1].params).encode()
+
+
+def decoding(body: bytes) -> list[tuple[str, float]]:
+    text = body.decode()
+
+    def each_value() -> list[tuple[str, str]]:
+        segments = (segment.partition("=") for segment in text.split("&"))
+        return [(unquote_plus(name), unquote_plus(value)) for name, _, value in segments]
+
+    def urllib_qsl() -> list[tuple[str, str]]:
+        return parse_qsl(text, keep_blank_values=True)
+
+    assert form.parse_form(body) == urllib_qsl() == each_value()
+    assert form._decode(body) == unquote_plus(text)
+    return [
+        ("form body: receiver.form.parse_form", best_us(lambda: form.parse_form(body), 20_000)),
+        ("form body: parse_qsl(keep_blank_values=True)", best_us(urllib_qsl, 20_000)),
+        ("form body: unquote_plus on each name and value", best_us(each_value, 20_000)),
+        ("percent-decoding: receiver.form (a2b_qp)", best_us(lambda: form._decode(body), 20_000)),
+        ("percent-decoding: urllib.parse.unquote_plus", best_us(lambda: unquote_plus(text), 20_000)),
+    ]
+
+
+def log_lines() -> list[tuple[str, float]]:
+    buffer = LineBuffer("callstate.web", "json", io.StringIO())
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("bench.micro")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    def buffered() -> None:
+        buffer.emit("request", **_FIELDS)
+        if len(buffer._lines) > 1000:
+            buffer.flush()  # as the app's periodic flush does; keeps memory flat
+
+    def through_logging() -> None:
+        log_event(logger, "request", **_FIELDS)
+
+    return [
+        ("log line: LineBuffer.emit", best_us(buffered, 50_000)),
+        ("log line: logging + JSONFormatter", best_us(through_logging, 50_000)),
+    ]
+
+
+def main() -> None:
+    body = terminal_body()
+    print(f"terminal StatusCallback: {len(body)} bytes, {len(form.parse_form(body))} parameters")
+    rows = decoding(body) + log_lines()
+    width = max(len(name) for name, _ in rows)
+    for name, micros in rows:
+        print(f"{name:<{width}}  {micros:6.1f} us")
+
+
+if __name__ == "__main__":
+    main()
