@@ -8,6 +8,7 @@
 ``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
 ``callstate simulate --url BASE --calls N [--verify]``  send realistic signed callbacks to a deployment
+``callstate watch``   print the store's changes as they happen
 
 A configuration error is one line naming the variable and exit status 2, never a traceback.
 """
@@ -237,6 +238,24 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _watch(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.reader import position_key  # noqa: PLC0415
+    from callstate.watch import watch  # noqa: PLC0415
+
+    since = "0-0" if args.from_start else args.since
+    if since != "$":
+        try:
+            position_key(since)
+        except ValueError:
+            raise SystemExit(
+                f"callstate watch: --since takes a stream ID like 1700000000000-0, not {since!r}"
+            ) from None
+    try:
+        return watch(settings, since=since, count=args.count)
+    except KeyboardInterrupt:
+        return 130
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="callstate", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -303,6 +322,15 @@ def parser() -> argparse.ArgumentParser:
         "--verify-timeout", type=_positive(float), default=60.0, help="seconds to wait for the workers (60)"
     )
     simulate.set_defaults(run=_simulate)
+
+    watch = commands.add_parser("watch", help="print the store's changes as they happen")
+    start = watch.add_mutually_exclusive_group()
+    start.add_argument(
+        "--since", default="$", metavar="POSITION", help="after this stream ID (the last word of a line)"
+    )
+    start.add_argument("--from-start", action="store_true", help="every change the stream still holds")
+    watch.add_argument("--count", type=_positive(int), metavar="N", help="exit after N changes")
+    watch.set_defaults(run=_watch)
     return root
 
 

@@ -1,0 +1,277 @@
+"""The store as a dashboard reads it (docs/redis-schema.md), in a few typed calls.
+
+This is the live page's only way into Redis (``receiver.dashboard``), ``callstate watch``'s too,
+and a working example for anyone who writes a dashboard: every key it touches is named by
+:mod:`callstate.keys`, and it never writes.
+
+- :class:`Reader`: one call (:meth:`Reader.call`), a page of recent, active, stuck calls or calls
+  of one status, newest first (:meth:`Reader.page`), the counts by status (:meth:`Reader.counts`),
+  and the raw entries of the change stream after a position (:meth:`Reader.changes`).
+- :class:`Follower`: follows the change stream from a saved position and applies the per-call
+  version rule of "The change stream `callstate:{callstate}:changes`" (keep the highest version
+  seen per call, drop anything at or below it). A lost connection (Redis restarting) costs a
+  pause, never an exception, and reading resumes from the same position: with AOF the stream
+  survives the restart, and entry IDs only grow, so nothing is skipped or repeated.
+
+All of it is blocking redis-py; async callers run it on a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+
+import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from callstate import keys
+from callstate.connection import StoreClient
+from callstate.status import NO_STATUS, PUBLISHED_STATUSES
+
+#: The lists :meth:`Reader.page` serves besides one status's index.
+View = Literal["recent", "active", "stuck"]
+VIEWS: Final[tuple[View, ...]] = ("recent", "active", "stuck")
+
+#: The position before every entry of a stream.
+START: Final = "0-0"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCall:
+    """One call as stored: its state (the JSON object of docs/redis-schema.md) and version."""
+
+    sid: str
+    version: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of an index, newest first. ``total`` counts the index's entries; ``calls`` may be
+    shorter than asked when some calls expired since they were indexed (the sweep prunes those)."""
+
+    calls: list[StoredCall]
+    total: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How many calls each index holds, read in one round trip.
+
+    ``by_status`` has every published status, ``none`` included, zero when empty.
+    """
+
+    by_status: dict[str, int]
+    active: int
+    stuck: int
+    recent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change stream: ``id`` is its stream ID (the position after it)."""
+
+    id: str
+    call_sid: str
+    version: int
+    status: str | None
+    final: bool
+
+
+def position_key(position: str) -> tuple[int, int]:
+    """A stream ID as a sortable pair (``"1700000000000-3"`` -> ``(1700000000000, 3)``).
+
+    Raises ValueError for anything else: positions come from clients (Last-Event-ID).
+    """
+    millis, sep, seq = position.partition("-")
+    if not (millis.isascii() and millis.isdigit() and len(millis) <= 20):
+        raise ValueError(f"not a stream ID: {position!r}")
+    if sep and not (seq.isascii() and seq.isdigit() and len(seq) <= 20):
+        raise ValueError(f"not a stream ID: {position!r}")
+    return int(millis), int(seq) if sep else 0
+
+
+class Reader:
+    """Read-only access to the store through ``redis`` (a redis-py client of the store, plain or
+    Cluster, with bytes replies).
+
+    ``stuck_after`` (seconds) is the age of the latest event after which an active call counts as
+    stuck, as the sweep counts it (``CALLSTATE_STUCK_AFTER``); ``clock`` gives Unix seconds.
+    """
+
+    def __init__(
+        self, redis: StoreClient, *, stuck_after: float = 1800, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = redis
+        self.stuck_after = stuck_after
+        self.clock = clock
+
+    def schema_version(self) -> int | None:
+        """The layout version the workers wrote ("Rules for readers"), None before any worker ran."""
+        raw = cast(bytes | None, self.redis.get(keys.SCHEMA))
+        return int(raw) if raw is not None else None
+
+    def call(self, sid: str) -> StoredCall | None:
+        """One call, or None if the store does not know it (or it expired)."""
+        return self.calls([sid])[0]
+
+    def calls(self, sids: Sequence[str]) -> list[StoredCall | None]:
+        """Several calls in one round trip, in the order asked."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in sids:
+            pipe.hmget(keys.call(sid), "state", "version")
+        out: list[StoredCall | None] = []
+        for sid, (state, version) in zip(sids, pipe.execute(), strict=True):
+            if state is None or version is None:
+                out.append(None)
+            else:
+                out.append(StoredCall(sid, int(version), orjson.loads(state)))
+        return out
+
+    def page(self, view: View | str, *, offset: int = 0, limit: int = 50) -> Page:
+        """Calls of ``view`` (a :data:`View`, or a status of :data:`PUBLISHED_STATUSES`), newest
+        first by their index score (the call's latest Twilio ``Timestamp``).
+
+        ``stuck`` is the active calls whose latest event is older than ``stuck_after``.
+        """
+        if offset < 0 or limit < 1:
+            raise ValueError("offset must be >= 0 and limit >= 1")
+        pipe = self.redis.pipeline(transaction=False)
+        if view == "stuck":
+            cutoff = self.clock() - self.stuck_after
+            pipe.zrevrangebyscore(keys.ACTIVE, cutoff, "-inf", start=offset, num=limit)
+            pipe.zcount(keys.ACTIVE, "-inf", cutoff)
+        else:
+            index = _index(view)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            pipe.zcard(index)
+        members, total = pipe.execute()
+        sids = [member.decode() for member in members]
+        found = [call for call in self.calls(sids) if call is not None] if sids else []
+        return Page(found, int(total), offset)
+
+    def counts(self) -> Counts:
+        """Calls by status, active, stuck and known, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in PUBLISHED_STATUSES:
+            pipe.zcard(keys.by_status(status))
+        pipe.zcard(keys.ACTIVE)
+        pipe.zcount(keys.ACTIVE, "-inf", self.clock() - self.stuck_after)
+        pipe.zcard(keys.RECENT)
+        *by_status, active, stuck, recent = (int(n) for n in pipe.execute())
+        return Counts(dict(zip(PUBLISHED_STATUSES, by_status, strict=True)), active, stuck, recent)
+
+    def last_position(self) -> str:
+        """The ID of the stream's newest entry (:data:`START` when it is empty): "from now on"."""
+        newest = cast(list[tuple[bytes, Any]], self.redis.xrevrange(keys.CHANGES, count=1))
+        return newest[0][0].decode() if newest else START
+
+    def changes(self, after: str, *, count: int = 500, block: float | None = None) -> list[Change]:
+        """Up to ``count`` stream entries after position ``after``, oldest first.
+
+        With ``block`` (seconds), wait that long for the first one when there is none yet; the
+        client's socket timeout must be longer than ``block``. Repeats are NOT dropped here: that
+        is :class:`Follower`'s job.
+        """
+        position_key(after)
+        if block is None:
+            raw = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                self.redis.xrange(keys.CHANGES, min=f"({after}", count=count),
+            )
+        else:
+            reply = cast(
+                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                self.redis.xread({keys.CHANGES: after}, count=count, block=max(1, int(block * 1000))),
+            )
+            raw = reply[0][1] if reply else []
+        return [_change(entry_id, fields) for entry_id, fields in raw]
+
+
+class Follower:
+    """The change stream from ``position`` on, each change once per version, in stream order.
+
+    ``position`` is a stream ID saved from :attr:`position` (resume where you left off), or
+    ``"$"`` for changes after the first :meth:`poll`. Keeps the highest version seen for the last
+    ``remember`` calls it saw (a bounded map: a repeat of a call forgotten since, which can only
+    come from a worker crash, is delivered again, which at-least-once allows).
+
+    ``sleep`` is how it pauses after a lost connection (injected for tests): 0.1 s, doubling up to
+    5 s while Redis stays away; :attr:`connected` says whether the last poll reached Redis.
+    """
+
+    def __init__(
+        self,
+        reader: Reader,
+        position: str = "$",
+        *,
+        remember: int = 100_000,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if position != "$":
+            position_key(position)
+        self.reader = reader
+        self.position = position
+        self.remember = remember
+        self.connected = True
+        self._sleep = sleep
+        self._failures = 0
+        self._seen: OrderedDict[str, int] = OrderedDict()
+
+    def poll(self, *, block: float = 5.0, count: int = 500) -> list[Change]:
+        """The new changes after :attr:`position`, waiting up to ``block`` seconds for one.
+
+        Advances :attr:`position` past every entry read, repeats included. Returns ``[]`` after a
+        pause when Redis cannot be reached; call it again to go on.
+        """
+        try:
+            if self.position == "$":
+                self.position = self.reader.last_position()
+            entries = self.reader.changes(self.position, count=count, block=block)
+        except (RedisConnectionError, RedisTimeoutError):
+            self.connected = False
+            self._sleep(min(5.0, 0.1 * 2**self._failures))
+            self._failures = min(self._failures + 1, 10)
+            return []
+        self.connected = True
+        self._failures = 0
+        if entries:
+            self.position = entries[-1].id
+        return [change for change in entries if self.fresh(change)]
+
+    def fresh(self, change: Change) -> bool:
+        """Whether ``change`` is newer than every version seen of its call (and remember it)."""
+        seen = self._seen.get(change.call_sid, 0)
+        if change.version <= seen:
+            return False
+        self._seen[change.call_sid] = change.version
+        self._seen.move_to_end(change.call_sid)
+        if len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
+        return True
+
+
+def _index(view: str) -> str:
+    if view == "recent":
+        return keys.RECENT
+    if view == "active":
+        return keys.ACTIVE
+    if view in PUBLISHED_STATUSES:
+        return keys.by_status(view)
+    raise ValueError(f"no such list: {view!r}")
+
+
+def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
+    status = fields[b"status"].decode()
+    return Change(
+        id=entry_id.decode(),
+        call_sid=fields[b"call"].decode(),
+        version=int(fields[b"version"]),
+        status=None if status == NO_STATUS else status,
+        final=fields[b"final"] == b"1",
+    )
