@@ -1,17 +1,18 @@
 # The two entry points a newcomer needs: `make run` and `make test` (see README).
 # Everything they need is installed by the targets themselves: a virtual environment with the
-# locked dependencies, and redis-server from apt when none is on PATH.
+# locked dependencies, redis-server from apt when none is on PATH, and for the tests Debian's
+# chromium and chromedriver (the live page is tested in a real browser).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint fuzz bench soak redis-server clean
+.PHONY: run test lint fuzz bench soak redis-server browser clean
 
 run: $(VENV)/.run-installed redis-server
 	scripts/run
 
-test: $(VENV)/.test-installed redis-server
+test: $(VENV)/.test-installed redis-server browser
 	scripts/test
 
 lint: $(VENV)/.test-installed
@@ -29,6 +30,9 @@ soak: $(VENV)/.test-installed redis-server
 
 redis-server:
 	@scripts/ensure-redis
+
+browser:
+	@scripts/ensure-browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

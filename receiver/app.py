@@ -36,8 +36,9 @@ from callstate.connection import connect, describe_error
 from callstate.errors import MethodNotAllowed, RequestRejected, StoreUnavailable
 from callstate.jobqueue import enqueue_batch, make_queue
 from callstate.logs import LineBuffer
+from callstate.reader import Reader
 from callstate.settings import Settings
-from receiver import readapi
+from receiver import dashboard, livefeed, readapi
 from receiver.callbacks import LOG, CallbackEndpoint
 from receiver.groupcommit import GroupCommit
 from receiver.publicurl import TrustedProxies
@@ -90,6 +91,16 @@ def create_app(settings: Settings | None = None) -> Receiver:
             min_interval=settings.commit_interval_ms / 1000,
             behind_interval=settings.commit_behind_ms / 1000,
         )
+        # The live page's feed blocks on the change stream for BLOCK seconds at a time: a client
+        # of its own, whose command timeout allows that, with one connection, held only while a
+        # page is open (README, "Connection budget").
+        feed_redis = connect(
+            settings,
+            command_timeout=livefeed.BLOCK + settings.redis_timeout,
+            role="web-live",
+            max_connections=1,
+        )
+        feed = livefeed.LiveFeed(Reader(feed_redis, stuck_after=settings.stuck_after))
         resources = Resources(
             settings=settings,
             redis=redis,
@@ -97,6 +108,8 @@ def create_app(settings: Settings | None = None) -> Receiver:
             keyring=keyring,
             trusted=trusted,
             rejections=RejectionLog(),
+            reader=Reader(redis, stuck_after=settings.stuck_after),
+            feed=feed,
         )
         flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
         # Everything allocated so far lives as long as the process: keep the collector from
@@ -109,6 +122,8 @@ def create_app(settings: Settings | None = None) -> Receiver:
             yield {STATE_KEY: resources}
         finally:
             await commit.aclose()
+            await feed.aclose()
+            feed_redis.close()
             flusher.cancel()
             request_log.flush()
             redis.close()
@@ -120,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
             Route("/calls/{sid}", readapi.get_call, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *dashboard.routes(),
         ],
         exception_handlers={RequestRejected: handle_error, RedisError: handle_error},
         lifespan=lifespan,

@@ -14,8 +14,10 @@ from typing import Any, Final
 
 from redis import Redis
 
+from callstate.reader import Reader
 from callstate.settings import Settings
 from receiver.groupcommit import GroupCommit
+from receiver.livefeed import LiveFeed
 from receiver.publicurl import TrustedProxies
 from receiver.rejections import RejectionLog
 from receiver.signature import Keyring
@@ -39,6 +41,11 @@ class Resources:
     trusted: TrustedProxies
     #: Says why a signature was refused, at most once per interval (see receiver.rejections).
     rejections: RejectionLog
+    #: The live page's way into the store (receiver.dashboard), on ``redis``.
+    reader: Reader
+    #: The change stream for the live page's open tabs: one blocking reader per process, on a
+    #: client of its own that connects only while a page is open (receiver.livefeed).
+    feed: LiveFeed
 
     @staticmethod
     def of(scope: Any) -> Resources:

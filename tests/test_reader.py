@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from callstate.event import Event, parse_callback
 from callstate.reader import Change, Follower, Reader, position_key
 from callstate.status import PUBLISHED_STATUSES
-from tests.histories import make_history
+from callstate.traffic import make_history
 from tests.redisserver import RedisServer
 from tests.test_schema_doc import doc_key
 from tests.twiliosign import call_params, call_sid

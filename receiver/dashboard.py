@@ -1,0 +1,274 @@
+"""The live page: ``GET /dashboard`` and the few requests it makes (docs/dashboard.md).
+
+- ``GET /dashboard?token=<read token>`` checks the token, keeps it in an HttpOnly, SameSite=Strict
+  cookie (Secure when the public URL is https) scoped to the page's path, and redirects to
+  ``/dashboard`` so that the token leaves the address bar. No token, or a bad one: 401 and a small
+  form to paste one. The cookie is accepted by the routes of this module and by nothing else;
+  the read API keeps its bearer tokens.
+- ``GET /dashboard/data?view=&offset=&limit=``: the counts, one page of a list (recent, active,
+  stuck, or one status; at most :data:`MAX_LIMIT` rows, so 10,000 calls cost what 50 do) and the
+  stream position they were read at; ``GET /dashboard/data/calls/{CallSid}``: one call in full
+  (its timeline and recordings).
+- ``GET /dashboard/events``: Server-Sent Events from the process's one
+  :class:`~receiver.livefeed.LiveFeed`, resuming after ``Last-Event-ID`` (or ``?after=``).
+- ``GET /dashboard/static/{name}``: the page's script and style sheet (no build step, no CDN).
+
+Every read goes through :class:`callstate.reader.Reader`: the page has no other way into Redis.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import orjson
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from callstate import tokens
+from callstate.errors import InvalidQuery, NotFound, Unauthorized
+from callstate.event import CALL_SID
+from callstate.reader import VIEWS, Change, Reader, StoredCall, position_key
+from callstate.status import PUBLISHED_STATUSES
+from receiver import livefeed
+from receiver.publicurl import public_url
+from receiver.resources import Resources
+
+logger = logging.getLogger("callstate.web")
+
+#: The cookie that carries the read token for the page's own requests.
+COOKIE: Final = "callstate_dashboard"
+#: Rows per page unless the page asks otherwise, and the most it may ask for.
+PAGE_SIZE: Final = 50
+MAX_LIMIT: Final = 200
+#: Offsets beyond this are refused rather than passed to Redis (no index is that long).
+MAX_OFFSET: Final = 10_000_000
+
+#: The page may talk to its own origin only: no CDN, no third party, no inline code.
+_PAGE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_STATIC_TYPES: Final = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+
+
+def _asset(name: str) -> bytes:
+    return files("receiver").joinpath("static", name).read_bytes()
+
+
+def routes() -> list[Route]:
+    """The page's routes, to add to the web app. Reads its files now, once, not per request."""
+    page = _asset("dashboard.html")
+    static = {name: (_asset(name), kind) for name, kind in _STATIC_TYPES.items()}
+
+    async def dashboard(request: Request) -> Response:
+        """The page, or the token exchange, or the 401 form."""
+        resources = Resources.of(request)
+        secret = resources.settings.secret_key
+        token = request.query_params.get("token")
+        if token is not None:
+            try:
+                tokens.check(secret, token.strip())
+            except Unauthorized as exc:
+                return _login(exc.reason)
+            # Relative, so that it stays under a path prefix a proxy strips (PUBLIC_BASE_URL).
+            answer = RedirectResponse("dashboard", status_code=303)
+            answer.set_cookie(
+                COOKIE,
+                token.strip(),
+                path=_cookie_path(resources),
+                secure=public_url(
+                    request.scope, resources.settings.public_base_url, resources.trusted
+                ).startswith("https:"),
+                httponly=True,
+                samesite="strict",
+            )
+            answer.headers["Cache-Control"] = "no-store"
+            return answer
+        cookie = request.cookies.get(COOKIE)
+        try:
+            tokens.check(secret, cookie or "")
+        except Unauthorized as exc:
+            return _login(exc.reason if cookie else None)
+        return HTMLResponse(page, headers=_PAGE_HEADERS)
+
+    async def asset(request: Request) -> Response:
+        found = static.get(request.path_params["name"])
+        if found is None:
+            raise NotFound("no such file")
+        body, kind = found
+        return Response(body, media_type=kind, headers={"Cache-Control": "no-cache"})
+
+    return [
+        Route("/dashboard", dashboard, methods=["GET"]),
+        Route("/dashboard/data", data, methods=["GET"]),
+        Route("/dashboard/data/calls/{sid}", call, methods=["GET"]),
+        Route("/dashboard/events", events, methods=["GET"]),
+        Route("/dashboard/static/{name}", asset, methods=["GET"]),
+    ]
+
+
+def _cookie_path(resources: Resources) -> str:
+    base = resources.settings.public_base_url
+    prefix = urlsplit(base).path.rstrip("/") if base else ""
+    return f"{prefix}/dashboard"
+
+
+def _login(problem: str | None) -> HTMLResponse:
+    """401 with a form that sends the token the way the page expects it."""
+    said = f'<p role="alert">{html.escape(problem)}</p>' if problem else ""
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>callstate: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>callstate live page</h1>{said}
+<form method="get" action="dashboard">
+<p><label for="token">Read token</label>
+<input id="token" name="token" type="password" autocomplete="off" required></p>
+<p><button type="submit">Open the page</button></p></form>
+<p>Print a token with <code>callstate token</code> (it needs the web process's <code>SECRET_KEY</code>).</p>
+</main></body></html>"""
+    return HTMLResponse(body, status_code=401, headers=_PAGE_HEADERS)
+
+
+def _authorize(request: Request) -> Resources:
+    """The resources, once the page's cookie holds a valid read token (nothing else counts)."""
+    resources = Resources.of(request)
+    cookie = request.cookies.get(COOKIE, "")
+    if not cookie:
+        raise Unauthorized("open /dashboard?token=<read token> first")
+    tokens.check(resources.settings.secret_key, cookie)
+    return resources
+
+
+def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))) or not low <= int(raw) <= high:
+        raise InvalidQuery(f"{name} must be an integer from {low} to {high}", field=name)
+    return int(raw)
+
+
+async def data(request: Request) -> Response:
+    """The counts and one page of a list, and the stream position they were read at."""
+    reader = _authorize(request).reader
+    view = request.query_params.get("view", "recent")
+    if view not in VIEWS and view not in PUBLISHED_STATUSES:
+        choices = ", ".join((*VIEWS, *PUBLISHED_STATUSES))
+        raise InvalidQuery(f"view must be one of {choices}", field="view")
+    offset = _integer(request, "offset", 0, 0, MAX_OFFSET)
+    limit = _integer(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
+    body = await run_in_threadpool(snapshot, reader, view, offset, limit)
+    return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def snapshot(reader: Reader, view: str, offset: int, limit: int) -> dict[str, Any]:
+    """What ``GET /dashboard/data`` answers (blocking)."""
+    # The position first: every change after it reaches the page over the feed, so nothing
+    # that happens while the rest is read can be missed.
+    position = reader.last_position()
+    counts = reader.counts()
+    page = reader.page(view, offset=offset, limit=limit)
+    return {
+        "position": position,
+        "now": reader.clock(),
+        "stuck_after": reader.stuck_after,
+        "counts": counts.by_status,
+        "active": counts.active,
+        "stuck": counts.stuck,
+        "known": counts.recent,
+        **throughput(reader),
+        "view": view,
+        "offset": page.offset,
+        "limit": limit,
+        "total": page.total,
+        "calls": [row(stored) for stored in page.calls],
+    }
+
+
+def throughput(reader: Reader) -> dict[str, Any]:
+    """The ingest rate (callbacks/s) and the lag (seconds from the 204 to the state written).
+
+    Hook for the deployment-wide counters of DESIGN section 7 ("Metrics"): until they are in
+    the store both are null, and the page says so rather than showing a per-process guess.
+    """
+    return {"rate": None, "lag": None}
+
+
+def row(stored: StoredCall) -> dict[str, Any]:
+    """One call as a row of the page's table: the state's summary fields, no events."""
+    state = stored.state
+    times = [e["timestamp"] for e in state.get("events", ()) if e.get("timestamp")]
+    return {
+        "sid": stored.sid,
+        "version": stored.version,
+        "status": state.get("status"),
+        "final": state.get("final", False),
+        "direction": state.get("direction"),
+        "from": state.get("from"),
+        "to": state.get("to"),
+        "parent_call_sid": state.get("parent_call_sid"),
+        "started": min(times) if times else None,
+        "updated_at": state.get("updated_at"),
+        "recordings": len(state.get("recordings", ())),
+    }
+
+
+async def call(request: Request) -> Response:
+    """One call in full (timeline and recordings) with its version; 400 malformed, 404 unknown."""
+    reader = _authorize(request).reader
+    sid = request.path_params["sid"]
+    if not CALL_SID.fullmatch(sid):
+        raise InvalidQuery("CallSid is malformed", field="CallSid")
+    stored = await run_in_threadpool(reader.call, sid)
+    if stored is None:
+        raise NotFound("no such call")
+    body = {"sid": stored.sid, "version": stored.version, "state": stored.state}
+    return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def events(request: Request) -> Response:
+    """The page's Server-Sent Events, after ``Last-Event-ID`` (a reconnection) or ``?after=``."""
+    resources = _authorize(request)
+    after = request.headers.get("last-event-id") or request.query_params.get("after") or None
+    if after is not None:
+        try:
+            position_key(after)
+        except ValueError:
+            raise InvalidQuery("Last-Event-ID and after must be stream IDs", field="after") from None
+    reader, feed = resources.reader, resources.feed
+
+    def read_missed(position: str) -> list[Change]:
+        return reader.changes(position, count=livefeed.CATCH_UP + 1)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async with feed.subscribe() as subscription:
+                async for chunk in livefeed.event_stream(subscription, read_missed, after):
+                    yield chunk
+        except RedisError as exc:
+            # The page's browser reconnects by itself (the "retry" it was sent).
+            logger.warning("live page stream ended: Redis unavailable: %s", type(exc).__name__)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        # X-Accel-Buffering: nginx (deploy/nginx.conf) must pass each event on at once.
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
