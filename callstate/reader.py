@@ -112,7 +112,8 @@ class Reader:
         self.clock = clock
 
     def schema_version(self) -> int | None:
-        """The layout version the workers wrote ("Rules for readers"), None before any worker ran."""
+        """The layout version the workers wrote (docs/redis-schema.md: check it first), None before any
+        worker ran."""
         raw = cast(bytes | None, self.redis.get(keys.SCHEMA))
         return int(raw) if raw is not None else None
 

@@ -205,7 +205,7 @@ def snapshot(reader: Reader, view: str, offset: int, limit: int) -> dict[str, An
 def throughput(reader: Reader) -> dict[str, Any]:
     """The ingest rate (callbacks/s) and the lag (seconds from the 204 to the state written).
 
-    Hook for the deployment-wide counters of DESIGN section 7 ("Metrics"): until they are in
+    Hook for the deployment-wide counters (`GET /metrics`, counted in Redis): until they are in
     the store both are null, and the page says so rather than showing a per-process guess.
     """
     return {"rate": None, "lag": None}

@@ -1,4 +1,5 @@
-"""The live page's HTTP contract (DESIGN section 8 as docs/dashboard.md states it), in process.
+"""The live page's HTTP contract, in process: docs/dashboard.md, "Opening it" and
+"For scripts and tests (a contract)".
 
 Auth by a read token exchanged for a cookie that only the page's routes accept; the data it reads
 (a page of a list and the counts, never everything); refusals with a status and a reason. The
