@@ -1,18 +1,19 @@
 # The two entry points a newcomer needs: `make run` and `make test` (see README).
 # Everything they need is installed by the targets themselves: a virtual environment with the
 # locked dependencies, redis-server from apt when none is on PATH, and for the tests Debian's
-# chromium and chromedriver (the live page is tested in a real browser).
+# chromium and chromedriver (the live page is tested in a real browser) and promtool (the metrics
+# and deploy/prometheus/ are checked with it).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint fuzz bench soak redis-server browser clean
+.PHONY: run test lint fuzz bench soak redis-server browser promtool clean
 
 run: $(VENV)/.run-installed redis-server
 	scripts/run
 
-test: $(VENV)/.test-installed redis-server browser
+test: $(VENV)/.test-installed redis-server browser promtool
 	scripts/test
 
 lint: $(VENV)/.test-installed
@@ -33,6 +34,10 @@ redis-server:
 
 browser:
 	@scripts/ensure-browser
+
+# The tests check /metrics and deploy/prometheus/ with promtool (Debian's prometheus package).
+promtool:
+	@scripts/ensure-promtool
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
