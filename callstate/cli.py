@@ -9,6 +9,7 @@
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
 ``callstate simulate --url BASE --calls N [--verify]``  send realistic signed callbacks to a deployment
 ``callstate watch``   print the store's changes as they happen
+``callstate stats``   the deployment's figures (those of GET /metrics), for a human
 
 A configuration error is one line naming the variable and exit status 2, never a traceback.
 """
@@ -256,6 +257,21 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
         return 130
 
 
+def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    import time  # noqa: PLC0415
+
+    from callstate import metrics  # noqa: PLC0415
+    from callstate.connection import connect  # noqa: PLC0415
+    from callstate.exposition import human_text  # noqa: PLC0415
+
+    redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
+    figures = metrics.read(
+        redis, queue_name=settings.queue_name, stuck_after=settings.stuck_after, now=time.time()
+    )
+    print(human_text(figures), end="")  # noqa: T201 - the command's output
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="callstate", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -331,6 +347,9 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--from-start", action="store_true", help="every change the stream still holds")
     watch.add_argument("--count", type=_positive(int), metavar="N", help="exit after N changes")
     watch.set_defaults(run=_watch)
+
+    stats = commands.add_parser("stats", help="print the deployment's figures (those of GET /metrics)")
+    stats.set_defaults(run=_stats)
     return root
 
 

@@ -113,9 +113,20 @@ class Unauthorized(RequestRejected):
 
 
 class InvalidSignature(RequestRejected):
-    """``X-Twilio-Signature`` is missing or does not match (HTTP 403). Nothing was stored."""
+    """``X-Twilio-Signature`` is missing or does not match (HTTP 403). Nothing was stored.
+
+    ``code`` is the kind of failure, a label of ``callstate_signature_failures_total``:
+    ``missing`` (no or an empty header), ``malformed`` (not a signature of the expected form),
+    ``undecodable`` (the signed parameters cannot be decoded), ``unknown_key`` or
+    ``unknown_algorithm`` (a SharedKey signature naming a key or an algorithm we do not hold), or
+    ``mismatch``.
+    """
 
     status_code = 403
+
+    def __init__(self, reason: str, code: str = "mismatch") -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class NotFound(RequestRejected):

@@ -11,7 +11,7 @@ twice leaves the store as applying them once, so RQ's at-least-once execution is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -19,6 +19,8 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.job import Job
+
+from callstate.counters import hincrby_all
 
 #: Dotted path of the job function (see workers.jobs).
 APPLY_EVENTS: Final = "workers.jobs.apply_events"
@@ -52,11 +54,19 @@ def make_queue(connection: Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=OrjsonSerializer)
 
 
-def enqueue_batch(queue: Queue, events: Sequence[dict[str, Any]], timeout: int = JOB_TIMEOUT) -> int:
+def enqueue_batch(
+    queue: Queue,
+    events: Sequence[dict[str, Any]],
+    timeout: int = JOB_TIMEOUT,
+    counts: Mapping[str, int] | None = None,
+) -> int:
     """Enqueue one job applying ``events`` in one round trip; return how many jobs are then
-    waiting in the queue (the group commit slows down when the workers are behind)."""
+    waiting in the queue (the group commit slows down when the workers are behind). ``counts``
+    are added to the deployment's counters (:mod:`callstate.counters`) in the same MULTI/EXEC."""
     with queue.connection.pipeline() as pipe:
         enqueue_events(queue, events, pipe, timeout)
+        if counts:
+            hincrby_all(pipe, counts)
         pipe.llen(queue.key)
         return int(pipe.execute()[-1])
 

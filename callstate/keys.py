@@ -30,6 +30,8 @@ CHANGES: Final = f"{PREFIX}:{{callstate}}:changes"
 SWEPT: Final = f"{PREFIX}:{{callstate}}:swept"
 #: String with a PX expiry: the sweep's lease (workers.sweep).
 SWEEP_LOCK: Final = f"{PREFIX}:{{callstate}}:sweep:lock"
+#: Hash: the deployment's counters, one field per labelled value (callstate.counters).
+METRICS: Final = f"{PREFIX}:{{callstate}}:metrics"
 
 
 def call(call_sid: str) -> str:

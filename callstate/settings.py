@@ -182,6 +182,8 @@ class Settings:
     #: Peers whose X-Forwarded-Proto/-Host are believed (uvicorn's variable and syntax).
     forwarded_allow_ips: str = setting("FORWARDED_ALLOW_IPS", "127.0.0.1", forwarded_allow_ips)
     secret_key: str = setting("SECRET_KEY", "", secret=True)
+    #: The bearer token GET /metrics asks for; unset, /metrics is 404.
+    metrics_token: str = setting("METRICS_TOKEN", "", secret=True)
     queue_name: str = setting("CALLSTATE_QUEUE", "callstate", queue_name)
     retention_days: int = setting("CALLSTATE_RETENTION_DAYS", 30, integer(1, MAX_RETENTION_DAYS))
     max_body_bytes: int = setting("CALLSTATE_MAX_BODY_BYTES", 64 * 1024, integer(1024, 1024 * 1024))

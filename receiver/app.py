@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Final
 
 from redis import Redis
@@ -33,12 +32,13 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from callstate.connection import connect, describe_error
-from callstate.errors import MethodNotAllowed, RequestRejected, StoreUnavailable
-from callstate.jobqueue import enqueue_batch, make_queue
+from callstate.counters import ENDPOINTS, Tally, callback_field, signature_field
+from callstate.errors import InvalidSignature, MethodNotAllowed, RequestRejected, StoreUnavailable
+from callstate.jobqueue import make_queue
 from callstate.logs import LineBuffer
 from callstate.reader import Reader
 from callstate.settings import Settings
-from receiver import dashboard, livefeed, readapi
+from receiver import dashboard, livefeed, monitoring, readapi
 from receiver.callbacks import LOG, CallbackEndpoint
 from receiver.groupcommit import GroupCommit
 from receiver.publicurl import TrustedProxies
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
     )
     trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
     request_log = LineBuffer("callstate.web", settings.log_format)
+    tally = Tally()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Resources]]:
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
         )
         queue = make_queue(commit_redis, settings.queue_name)
         commit = GroupCommit(
-            partial(enqueue_batch, queue, timeout=settings.job_timeout),
+            monitoring.counting_writer(tally, queue, settings.job_timeout),
             in_flight=COMMIT_CONNECTIONS,
             max_batch=settings.batch_max,
             min_interval=settings.commit_interval_ms / 1000,
@@ -112,6 +113,9 @@ def create_app(settings: Settings | None = None) -> Receiver:
             feed=feed,
         )
         flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
+        # Counts no batch carried (refusals, the last batch's 204s): on the read pool, once a
+        # second at most.
+        counts = asyncio.create_task(monitoring.flush_counts_every(tally, redis))
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again while requests churn through short-lived objects, and let
         # those pile up a little longer between young collections (a callback allocates a few
@@ -125,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Receiver:
             await feed.aclose()
             feed_redis.close()
             flusher.cancel()
+            counts.cancel()
+            await monitoring.final_counts(tally, redis)
             request_log.flush()
             redis.close()
             commit_redis.close()
@@ -136,11 +142,12 @@ def create_app(settings: Settings | None = None) -> Receiver:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *dashboard.routes(),
+            Route("/metrics", monitoring.metrics_endpoint, methods=["GET"]),
         ],
         exception_handlers={RequestRejected: handle_error, RedisError: handle_error},
         lifespan=lifespan,
     )
-    return Receiver(app, request_log)
+    return Receiver(app, request_log, tally)
 
 
 async def healthz(request: Request) -> Response:
@@ -226,15 +233,20 @@ class Receiver:
     it got there").
 
     Every request gets one log line here: method, path (never the query: GET callbacks carry phone
-    numbers there), status, milliseconds, and what the endpoint noted (call SID, reason).
+    numbers there), status, milliseconds, and what the endpoint noted (call SID, reason). Every
+    callback's answer is counted in ``tally`` (:mod:`receiver.monitoring` writes the counts).
     """
 
-    def __init__(self, app: Starlette, lines: LineBuffer) -> None:
+    def __init__(self, app: Starlette, lines: LineBuffer, tally: Tally) -> None:
         self.app = app
         self.lines = lines
+        self.tally = tally
         self.callbacks = {
             "/twilio/call-status": CallbackEndpoint("call"),
             "/twilio/recording-status": CallbackEndpoint("recording"),
+        }
+        self._accepted = {
+            endpoint: callback_field(ENDPOINTS[endpoint.kind], 204) for endpoint in self.callbacks.values()
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -271,8 +283,12 @@ class Receiver:
         except (RequestRejected, RedisError) as exc:
             rejected, answer = error_answer(exc, resources.settings)
             _note_reason(scope, rejected)
+            if isinstance(rejected, InvalidSignature):
+                self.tally.add(signature_field(rejected.code))
+            self.tally.add(callback_field(ENDPOINTS[endpoint.kind], rejected.status_code))
             await answer(scope, receive, send)
             return rejected.status_code
+        self.tally.add(self._accepted[endpoint])
         return 204
 
     async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> int:

@@ -120,7 +120,7 @@ class CallbackEndpoint:
 
 
 def _unsigned(resources: Resources) -> NoReturn:
-    error = InvalidSignature("X-Twilio-Signature header is missing")
+    error = InvalidSignature("X-Twilio-Signature header is missing", code="missing")
     resources.rejections.report(error, None)
     raise error
 
@@ -131,7 +131,7 @@ def _parse_signed(data: bytes) -> list[tuple[str, str]]:
     try:
         return parse_form(data)
     except InvalidCallback as exc:
-        raise InvalidSignature(f"signature cannot be verified: {exc.reason}") from None
+        raise InvalidSignature(f"signature cannot be verified: {exc.reason}", code="undecodable") from None
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:

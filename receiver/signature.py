@@ -168,14 +168,16 @@ class Keyring:
         if algorithm not in _ALGORITHMS:
             raise InvalidSignature(
                 f"{SETTINGS_HEADER} names algorithm {_printable(algorithm)}, which callstate does not "
-                f"support ({HMAC_SHA256} or {HMAC_SHA1})"
+                f"support ({HMAC_SHA256} or {HMAC_SHA1})",
+                code="unknown_algorithm",
             )
         if key_id is None:
-            raise InvalidSignature(f"{SETTINGS_HEADER} names no key")
+            raise InvalidSignature(f"{SETTINGS_HEADER} names no key", code="unknown_key")
         keys = self._shared_keys.get((key_id, algorithm))
         if keys is None:
             raise InvalidSignature(
-                f"{SETTINGS_HEADER} names key {_printable(key_id)}, which TWILIO_SHARED_KEYS does not hold"
+                f"{SETTINGS_HEADER} names key {_printable(key_id)}, which TWILIO_SHARED_KEYS does not hold",
+                code="unknown_key",
             )
         return keys
 
@@ -265,7 +267,7 @@ def verify_body(
     expected = _header_bytes(signature, algorithm)
     claimed = _body_sha256(url)
     if claimed is None:
-        raise InvalidSignature("URL has no bodySHA256 parameter")
+        raise InvalidSignature("URL has no bodySHA256 parameter", code="malformed")
     _check(keys, url, b"", expected)
     # The signature is checked first: it is the cheaper of the two for a body of any size.
     if not hmac.compare_digest(hashlib.sha256(body).hexdigest().encode("ascii"), _encode(claimed)):
@@ -316,13 +318,13 @@ def _params_message(params: Params) -> bytes:
 def _header_bytes(signature: str | None, algorithm: str) -> bytes:
     """The header value as bytes for a constant-time compare, or the reason it cannot match."""
     if signature is None:
-        raise InvalidSignature(f"{SIGNATURE_HEADER} header is missing")
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is missing", code="missing")
     if not signature:
-        raise InvalidSignature(f"{SIGNATURE_HEADER} header is empty")
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is empty", code="missing")
     if len(signature) != _ALGORITHMS[algorithm][1]:
         name = algorithm.replace("_", "-")
         hint = "" if algorithm != HMAC_SHA1 else f" (a SharedKey signature comes with {SETTINGS_HEADER})"
-        raise InvalidSignature(f"{SIGNATURE_HEADER} header is not a base64 {name}{hint}")
+        raise InvalidSignature(f"{SIGNATURE_HEADER} header is not a base64 {name}{hint}", code="malformed")
     return _encode(signature)
 
 

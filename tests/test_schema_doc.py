@@ -32,6 +32,7 @@ def test_every_key_the_code_writes_is_documented_and_vice_versa() -> None:
     """The key names of callstate.keys and of the document are the same set."""
     in_code = {
         keys.SCHEMA, keys.RECENT, keys.ACTIVE, keys.PUBLISHED, keys.CHANGES, keys.SWEPT, keys.SWEEP_LOCK,
+        keys.METRICS,
         keys.call("<CallSid>"), keys.events("<CallSid>"), keys.orphan_recording("<RecordingSid>"),
         keys.by_status("<status>"),
     }  # fmt: skip

@@ -8,7 +8,9 @@
 3. writes the state only if it changed, with a compare-and-set on the call's version (a Lua script
    that touches only that call's keys), retrying the calls whose version moved under it;
 4. publishes every new version to the global indexes and the change stream with one script per
-   batch that skips versions already published.
+   batch that skips versions already published; the batch's counters (events new and duplicate,
+   state changes, the lag histogram: :mod:`callstate.counters`) go in the same round trip, or
+   alone when there is nothing to publish.
 
 Why it is safe with any number of workers, any order and any repeats: the event set only grows;
 a state is written only over the version it was computed from, so a write based on a stale read
@@ -36,6 +38,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from callstate import keys
+from callstate.counters import add_lags, event_field, hincrby_all, state_change_field
 from callstate.errors import StoreConflict
 from callstate.event import Event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
@@ -59,6 +62,8 @@ class ApplyResult:
     published: int = 0
     conflicts: int = 0
     orphan_recordings: int = 0
+    #: What was added to the deployment's counters (:mod:`callstate.counters`).
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +102,10 @@ class Store:
             else:
                 by_call[sid].append(event)
         if orphans:
-            self._store_orphans(orphans)
+            _count_stored(result.counts, orphans, self._store_orphans(orphans))
             result.orphan_recordings = len(orphans)
-        if by_call:
-            self._reconcile(by_call, result)
+        to_publish = self._reconcile(by_call, result) if by_call else {}
+        result.published = self._publish_versions(to_publish, result.counts)
         return result
 
     def refresh(self, call_sids: Iterable[str]) -> ApplyResult:
@@ -111,11 +116,14 @@ class Store:
         """
         result = ApplyResult()
         by_call: dict[str, list[Event]] = {sid: [] for sid in call_sids}
-        if by_call:
-            self._reconcile(by_call, result)
+        to_publish = self._reconcile(by_call, result) if by_call else {}
+        result.published = self._publish_versions(to_publish, result.counts)
         return result
 
-    def _reconcile(self, by_call: dict[str, list[Event]], result: ApplyResult) -> None:
+    def _reconcile(
+        self, by_call: dict[str, list[Event]], result: ApplyResult
+    ) -> dict[str, tuple[int, CallState]]:
+        """Steps 1 to 3 for ``by_call``, counted in ``result``; the versions to publish."""
         result.calls = len(by_call)
         reads, published, result.new_events = self._add_and_read(by_call)
         to_publish: dict[str, tuple[int, CallState]] = {}
@@ -133,6 +141,8 @@ class Store:
             for sid, version in won.items():
                 to_publish[sid] = (version, states[sid])
                 result.changed.append(sid)
+                change = state_change_field(states[sid].status or NO_STATUS)
+                result.counts[change] = result.counts.get(change, 0) + 1
             pending = set(writes) - set(won)
             if not pending:
                 break
@@ -141,9 +151,8 @@ class Store:
             reads |= self._add_and_read({sid: [] for sid in pending})[0]
         else:
             raise StoreConflict(len(pending))
-
-        if to_publish:
-            result.published = self._publish_versions(to_publish)
+        _count_stored(result.counts, [e for events in by_call.values() for e in events], result.new_events)
+        return to_publish
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -221,7 +230,15 @@ class Store:
             self.redis.script_load(script.script)
             return pipeline().execute()
 
-    def _publish_versions(self, entries: dict[str, tuple[int, CallState]]) -> int:
+    def _publish_versions(self, entries: dict[str, tuple[int, CallState]], counts: dict[str, int]) -> int:
+        """Step 4, with ``counts`` added to the counters in the same round trip; the number of
+        stream entries added."""
+        if not entries:
+            if counts:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    hincrby_all(pipe, counts)
+                    pipe.execute()
+            return 0
         now = time.time()
         args: list[str | int | float] = [int((now - self.retention) * 1000)]
         for sid, (version, state) in entries.items():
@@ -229,13 +246,37 @@ class Store:
             args += [sid, version, state.status or NO_STATUS, int(state.final), score]
         script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.CHANGES]
         script_keys += [keys.by_status(status) for status in PUBLISHED_STATUSES]
-        return int(self._publish(keys=script_keys, args=args))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._publish.sha, len(script_keys), *script_keys, *args)
+            hincrby_all(pipe, counts)
+            added, *rest = pipe.execute(raise_on_error=False)
+        for reply in rest:
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(added, NoScriptError):
+            # Redis lost its script cache (a restart): the counts went in, the script did not run.
+            added = self._publish(keys=script_keys, args=args)
+        elif isinstance(added, Exception):
+            raise added
+        return int(added)
 
-    def _store_orphans(self, events: Sequence[Event]) -> None:
-        """Recording callbacks naming no call (conference recordings) are kept, per recording."""
+    def _store_orphans(self, events: Sequence[Event]) -> int:
+        """Recording callbacks naming no call (conference recordings) are kept, per recording.
+        Returns how many of them were new."""
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
             key = keys.orphan_recording(event.recording_sid or "unknown")
             pipe.hset(key, event.store_key(), event.canonical())
             pipe.expire(key, self.retention)
-        pipe.execute()
+        return sum(pipe.execute()[::2])
+
+
+def _count_stored(counts: dict[str, int], events: Sequence[Event], new: int) -> None:
+    """Count ``events``, of which ``new`` were not stored before, and their lags until now."""
+    if not events:
+        return
+    for name, amount in (("new", new), ("duplicate", len(events) - new)):
+        if amount:
+            counts[event_field(name)] = counts.get(event_field(name), 0) + amount
+    now = time.time()
+    add_lags(counts, [now - e.received_at for e in events if e.received_at is not None])

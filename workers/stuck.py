@@ -83,6 +83,21 @@ class StuckCalls:
     #: Why the REST part ended early: ``rate_limited``, ``unavailable``, ``credentials``, ``budget``.
     stopped: str | None = None
 
+    def outcomes(self) -> dict[str, int]:
+        """The REST requests made, by outcome (``callstate_sweep_requests_total``): they add up to
+        :attr:`asked`. The request that stopped the sweep counts under the reason it stopped."""
+        stopping = self.stopped if self.stopped in ("rate_limited", "unavailable", "credentials") else None
+        outcomes = {
+            "final": len(self.finalized),
+            "still_active": self.still_active,
+            "not_found": self.not_found,
+            # The request that stopped the sweep is among `failed` unless it was rate-limited.
+            "failed": self.failed - (1 if stopping in ("unavailable", "credentials") else 0),
+        }
+        if stopping is not None:
+            outcomes[stopping] = 1
+        return outcomes
+
 
 def rest_event(resource: Mapping[str, Any], call_sid: str) -> Event | None:
     """The event a REST Call resource stands for: ``None`` unless its status is terminal.

@@ -23,6 +23,7 @@ from redis import Redis
 
 from callstate import keys
 from callstate.connection import connect
+from callstate.counters import hincrby_all, sweep_field
 from callstate.logs import log_event
 from callstate.settings import Settings
 from workers.prune import PRUNE_LIMIT, prune
@@ -101,6 +102,11 @@ def sweep(
     store.redis.zremrangebyscore(SWEPT, "-inf", f"({started - stuck_after}")
     if api is not None and limit > 0:
         ask_stuck(store, api, result, stuck_after=stuck_after, limit=limit, now=now, budget=budget)
+    if result.asked:
+        # One round trip per sweep that asked anything (a minute apart at least).
+        with store.redis.pipeline(transaction=False) as pipe:
+            hincrby_all(pipe, {sweep_field(name): n for name, n in result.outcomes().items()})
+            pipe.execute()
     if prune_limit > 0:
         result.pruned = prune(store, now=started, limit=prune_limit)
     log_event(logger, "sweep", logging.INFO, **result.fields(), ms=round((now() - started) * 1000, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any, cast
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callstate import keys
+from callstate.counters import LAG_FIELDS, LAG_SUM
 from callstate.event import Event
 from callstate.traffic import make_history
 from tests.histories import call_histories, shuffled_with_duplicates
@@ -173,3 +175,87 @@ def test_scripts_are_reloaded_after_redis_lost_them(redis_client: redis.Redis) -
     assert redis_client.hget(keys.call(sid), "state") == reduce(sid, events).to_json()
     version = int(cast(bytes, redis_client.hget(keys.call(sid), "version")))
     assert redis_client.xlen(keys.CHANGES) == version
+
+
+def counters(client: redis.Redis) -> dict[str, int]:
+    """The deployment's counters hash, decoded."""
+    raw = cast(dict[bytes, bytes], client.hgetall(keys.METRICS))
+    return {field.decode(): int(value) for field, value in raw.items()}
+
+
+def delivered(sid: str, status: str, sequence: int, received_at: float) -> Event:
+    params = [("CallSid", sid), ("CallStatus", status), ("SequenceNumber", str(sequence))]
+    return Event.create("call", params, received_at=received_at)
+
+
+class TestCounters:
+    """What a job adds to the deployment's counters (callstate.counters), with its own writes.
+
+    Lags are made deterministic by the events' ``received_at``: an hour ago lands beyond the last
+    bucket, a time in the future (a web clock ahead of the worker's) counts as zero.
+    """
+
+    def test_new_events_state_changes_and_lags_are_counted(self, redis_client: redis.Redis) -> None:
+        """Two new events of one call: two new, one state change (to completed), two lags."""
+        sid = "CA" + "a" * 32
+        now = time.time()
+        events = [delivered(sid, "ringing", 1, now - 3600), delivered(sid, "completed", 2, now + 3600)]
+        result = Store(redis_client, RETENTION).apply(events)
+        expected = {
+            "events:new": 2,
+            "state_changes:completed": 1,
+            "lag_bucket:+Inf": 1,
+            LAG_FIELDS[0]: 1,
+        }
+        got = counters(redis_client)
+        assert got.pop(LAG_SUM) >= 3600 * 1_000_000
+        assert got == expected
+        assert {k: v for k, v in result.counts.items() if k != LAG_SUM} == expected
+
+    def test_a_batch_of_duplicates_is_counted_without_anything_to_publish(
+        self, redis_client: redis.Redis
+    ) -> None:
+        """A job that changes no state still counts its events (duplicates) and their lags."""
+        sid = "CA" + "b" * 32
+        store = Store(redis_client, RETENTION)
+        events = [delivered(sid, "ringing", 1, time.time() + 3600)]
+        store.apply(events)
+        again = store.apply(events + events)
+        assert again.published == 0
+        assert counters(redis_client)["events:duplicate"] == 2
+        assert counters(redis_client)[LAG_FIELDS[0]] == 3
+
+    def test_recordings_without_a_call_are_counted_as_events(self, redis_client: redis.Redis) -> None:
+        """Conference recordings are events too: new the first time, duplicate after."""
+        event = Event.create(
+            "recording",
+            [("RecordingSid", "RE" + "c" * 32), ("RecordingStatus", "completed")],
+            received_at=time.time() + 3600,
+        )
+        store = Store(redis_client, RETENTION)
+        store.apply([event])
+        store.apply([event])
+        got = counters(redis_client)
+        assert (got["events:new"], got["events:duplicate"], got[LAG_FIELDS[0]]) == (1, 1, 2)
+
+    def test_counts_are_written_once_when_the_publish_script_was_lost(
+        self, redis_client: redis.Redis
+    ) -> None:
+        """After SCRIPT FLUSH the publish runs again, but the counts that went with it are not
+        added a second time."""
+        sid = "CA" + "d" * 32
+        store = Store(redis_client, RETENTION)
+        redis_client.script_flush()
+        store.apply([delivered(sid, "ringing", 1, time.time() + 3600)])
+        assert counters(redis_client)["events:new"] == 1
+        assert counters(redis_client)["state_changes:ringing"] == 1
+        assert redis_client.zcard(keys.by_status("ringing")) == 1
+
+    def test_a_replay_that_changes_nothing_counts_nothing(self, redis_client: redis.Redis) -> None:
+        """`callstate replay` adds no events; with nothing to change it writes no counter."""
+        sid = "CA" + "e" * 32
+        store = Store(redis_client, RETENTION)
+        store.apply([delivered(sid, "ringing", 1, time.time() + 3600)])
+        before = counters(redis_client)
+        assert store.refresh([sid]).counts == {}
+        assert counters(redis_client) == before

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -475,3 +475,48 @@ class TestLease:
             assert sweeper.tick(dead) is None
         dead.close()
         assert [r.getMessage() for r in caplog.records] == ["sweep_failed"]
+
+
+def sweep_counters(client: redis.Redis) -> dict[str, int]:
+    """The sweep's fields of the deployment's counters hash."""
+    raw = cast(dict[bytes, bytes], client.hgetall(keys.METRICS))
+    prefix = "sweep_requests:"
+    return {f.decode()[len(prefix) :]: int(v) for f, v in raw.items() if f.decode().startswith(prefix)}
+
+
+class TestRequestCounters:
+    def test_each_request_is_counted_under_its_outcome(
+        self, store: Store, redis_client: redis.Redis, twilio: FakeTwilio
+    ) -> None:
+        """404, not over, over, unreadable, then a 429 that stops the sweep: one count each,
+        adding up to the requests made."""
+        for n in range(6):
+            start(store, sid(n), T0 + n)
+        twilio.call(sid(1), "in-progress")
+        twilio.call(sid(2), "completed")
+        twilio.fail(sid(3), 200, b"[]")
+        twilio.fail(sid(4), 429)
+        twilio.call(sid(5), "completed")
+        result = run(store, twilio, T0 + DAY)
+        expected = {"not_found": 1, "still_active": 1, "final": 1, "failed": 1, "rate_limited": 1}
+        assert sweep_counters(redis_client) == expected
+        assert sum(expected.values()) == result.asked
+
+    @pytest.mark.parametrize(("failure", "outcome"), [(503, "unavailable"), (401, "credentials")])
+    def test_the_request_that_stops_the_sweep_is_counted_by_why(
+        self, store: Store, redis_client: redis.Redis, twilio: FakeTwilio, failure: int, outcome: str
+    ) -> None:
+        """A 5xx or refused credentials count under their reason, not as a plain failure."""
+        start(store, sid(1), T0)
+        twilio.fail(sid(1), failure)
+        run(store, twilio, T0 + DAY)
+        assert sweep_counters(redis_client) == {outcome: 1}
+
+    def test_a_sweep_that_asks_nothing_writes_no_counter(
+        self, store: Store, redis_client: redis.Redis, twilio: FakeTwilio
+    ) -> None:
+        """No request, no counter: a quiet sweep adds no round trip for metrics."""
+        start(store, sid(1), T0)
+        run(store, twilio, T0 + 1)
+        assert twilio.requests == []
+        assert sweep_counters(redis_client) == {}

@@ -1,0 +1,190 @@
+"""The deployment's figures: counters and gauges read from Redis, for ``GET /metrics``,
+``callstate stats`` and dashboards alike.
+
+:func:`read` is the I/O shell: two round trips at most, whatever the traffic (the counters hash,
+the index sizes and the queue's registries in one pipeline, then the oldest queued job's
+enqueue time). :func:`figures_from` is the pure part: Redis values in, :class:`Figures` out, so a
+dashboard holding the same values computes the same figures. The counters are written by
+:mod:`callstate.counters`; what each figure means is in README.md, "Monitoring".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from callstate import keys
+from callstate.counters import LAG_BUCKETS, LAG_FIELDS, LAG_SUM
+from callstate.status import PUBLISHED_STATUSES
+
+#: Why a callback's signature was refused: the values of ``InvalidSignature.code``. Always shown
+#: (zero until seen), so that an alert on their rate has a series from the start.
+SIGNATURE_REASONS: Final = (
+    "missing",
+    "malformed",
+    "undecodable",
+    "unknown_key",
+    "unknown_algorithm",
+    "mismatch",
+)
+
+#: What became of each REST request of the sweep.
+SWEEP_OUTCOMES: Final = (
+    "final",  # Twilio says the call ended: applied as an event
+    "still_active",  # Twilio says it has not ended yet
+    "not_found",  # 404
+    "rate_limited",  # 429: the sweep stops until the next one
+    "unavailable",  # 5xx, timeout, refused connection: the sweep stops
+    "credentials",  # 401/403: the sweep stops
+    "failed",  # anything else about this call (an unreadable answer)
+)
+
+EVENT_RESULTS: Final = ("new", "duplicate")
+
+#: The states of RQ jobs shown by ``callstate_queue_jobs``.
+QUEUE_STATES: Final = ("queued", "started", "scheduled", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Every figure of ``GET /metrics``; counters since the deployment's Redis was new."""
+
+    #: (endpoint, HTTP status as text) -> callbacks answered so.
+    callbacks: Mapping[tuple[str, str], int]
+    signature_failures: Mapping[str, int]
+    events: Mapping[str, int]
+    state_changes: Mapping[str, int]
+    sweep_requests: Mapping[str, int]
+    #: Observations per bucket of :data:`LAG_BUCKETS`, then above the last (not cumulative).
+    lag_buckets: tuple[int, ...]
+    #: Sum of the observed lags, seconds.
+    lag_sum: float
+    #: Calls in the store by current status (``none``: no status yet).
+    calls: Mapping[str, int]
+    stuck_calls: int
+    queue_jobs: Mapping[str, int]
+    #: Seconds the oldest queued job has waited; 0 when none waits.
+    queue_oldest_age: float
+
+    @property
+    def lag_count(self) -> int:
+        return sum(self.lag_buckets)
+
+    def lag_quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the ``q`` quantile of the lag (``inf`` above the
+        last bound); ``None`` before any observation."""
+        rank = q * self.lag_count
+        seen = 0
+        for bound, count in zip((*LAG_BUCKETS, float("inf")), self.lag_buckets, strict=True):
+            seen += count
+            if count and seen >= rank:
+                return bound
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """What :func:`read` reads besides the counters hash."""
+
+    calls: Mapping[str, int]
+    stuck_calls: int
+    queue_jobs: Mapping[str, int]
+    queue_oldest_age: float
+
+
+def figures_from(counters: Mapping[bytes, bytes] | Mapping[str, str], gauges: Gauges) -> Figures:
+    """The figures of the counters hash (:data:`callstate.keys.METRICS`, as ``HGETALL`` returns
+    it) and ``gauges``. Fields it does not know, and values that are not integers, are skipped."""
+    callbacks: dict[tuple[str, str], int] = {}
+    families: dict[str, dict[str, int]] = {
+        "signature_failures": dict.fromkeys(SIGNATURE_REASONS, 0),
+        "events": dict.fromkeys(EVENT_RESULTS, 0),
+        "state_changes": dict.fromkeys(PUBLISHED_STATUSES, 0),
+        "sweep_requests": dict.fromkeys(SWEEP_OUTCOMES, 0),
+    }
+    buckets = {field: index for index, field in enumerate(LAG_FIELDS)}
+    lag_buckets = [0] * len(LAG_FIELDS)
+    lag_sum_us = 0
+    for raw_field, raw_value in counters.items():
+        field = raw_field.decode() if isinstance(raw_field, bytes) else raw_field
+        try:
+            value = int(raw_value)
+        except ValueError:
+            continue
+        family, _, label = field.partition(":")
+        if field == LAG_SUM:
+            lag_sum_us = value
+        elif field in buckets:
+            lag_buckets[buckets[field]] = value
+        elif family == "callbacks" and label.count(":") == 1:
+            endpoint, _, code = label.partition(":")
+            callbacks[(endpoint, code)] = value
+        elif family in families and label:
+            families[family][label] = value
+    return Figures(
+        callbacks=callbacks,
+        signature_failures=families["signature_failures"],
+        events=families["events"],
+        state_changes=families["state_changes"],
+        sweep_requests=families["sweep_requests"],
+        lag_buckets=tuple(lag_buckets),
+        lag_sum=lag_sum_us / 1_000_000,
+        calls=gauges.calls,
+        stuck_calls=gauges.stuck_calls,
+        queue_jobs=gauges.queue_jobs,
+        queue_oldest_age=gauges.queue_oldest_age,
+    )
+
+
+def job_age(enqueued_at: bytes | str | None, now: float) -> float:
+    """Seconds since an RQ job's ``enqueued_at`` (RQ's UTC text); 0 when unknown or in the future."""
+    if not enqueued_at:
+        return 0.0
+    text = enqueued_at.decode() if isinstance(enqueued_at, bytes) else enqueued_at
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return 0.0
+    return max(0.0, now - moment.timestamp())
+
+
+def read(redis: Redis, *, queue_name: str, stuck_after: float, now: float) -> Figures:
+    """The figures as Redis holds them at ``now`` (Unix seconds). A call is stuck when it is not
+    final and its latest event is older than ``stuck_after`` seconds (what the sweep asks about)."""
+    queue_key = Queue.redis_queue_namespace_prefix + queue_name
+    registries = {
+        state: registry.key_template.format(queue_name)
+        for state, registry in (
+            ("started", StartedJobRegistry),
+            ("scheduled", ScheduledJobRegistry),
+            ("failed", FailedJobRegistry),
+        )
+    }
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.METRICS)
+    for status in PUBLISHED_STATUSES:
+        pipe.zcard(keys.by_status(status))
+    pipe.zcount(keys.ACTIVE, "-inf", now - stuck_after)
+    pipe.llen(queue_key)
+    for key in registries.values():
+        pipe.zcard(key)
+    pipe.lindex(queue_key, 0)
+    replies: list[Any] = pipe.execute()
+    counters, statuses = replies[0], replies[1 : 1 + len(PUBLISHED_STATUSES)]
+    stuck, queued, *registered, oldest = replies[1 + len(PUBLISHED_STATUSES) :]
+    # The oldest job is first: RQ pushes jobs at the tail and takes them from the head.
+    age = 0.0 if oldest is None else job_age(redis.hget(Job.key_for(oldest.decode()), "enqueued_at"), now)
+    gauges = Gauges(
+        calls=dict(zip(PUBLISHED_STATUSES, map(int, statuses), strict=True)),
+        stuck_calls=int(stuck),
+        queue_jobs={"queued": int(queued), **dict(zip(registries, map(int, registered), strict=True))},
+        queue_oldest_age=age,
+    )
+    return figures_from(counters, gauges)
