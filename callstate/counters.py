@@ -1,6 +1,6 @@
 """Deployment-wide counters: one Redis hash that every web and worker process adds to.
 
-``GET /metrics`` on any web process answers for the whole deployment (docs/monitoring.md), so the
+``GET /metrics`` on any web process answers for the whole deployment (README.md, "Monitoring"), so the
 counters live in Redis, in the hash :data:`callstate.keys.METRICS`, one field per labelled value
 (the names below). Every process adds its counts with ``HINCRBY`` inside writes it makes anyway,
 never in a round trip of its own per callback or per event:
