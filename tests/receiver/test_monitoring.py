@@ -79,12 +79,20 @@ class TestCallbackCounts:
     ) -> None:
         """Each kind of bad signature has its own reason label."""
         client = make_client()
-        for signature, body in [("", b"CallSid=x"), ("short", b"CallSid=x"), ("A" * 28, b"CallSid=%FF")]:
-            headers = {"content-type": FORM, "x-twilio-signature": signature}
-            assert client.post(CALL_URL, content=body, headers=headers).status_code == 403
+        settings = "x-twilio-webhooks-signature-settings"
+        refusals: list[tuple[dict[str, str], bytes]] = [
+            ({"x-twilio-signature": ""}, b"CallSid=x"),  # missing
+            ({"x-twilio-signature": "short"}, b"CallSid=x"),  # malformed
+            ({"x-twilio-signature": "A" * 28}, b"CallSid=%FF"),  # undecodable
+            ({"x-twilio-signature": "A" * 44, settings: "key=K1,algorithm=HMAC_SHA256"}, b"CallSid=x"),
+            ({"x-twilio-signature": "A" * 44, settings: "key=K1,algorithm=HMAC_MD5"}, b"CallSid=x"),
+        ]
+        for headers, body in refusals:
+            response = client.post(CALL_URL, content=body, headers={"content-type": FORM, **headers})
+            assert response.status_code == 403
         assert post(client, CALL_URL, call_params(call_sid(2), "ringing"), token="wrong").status_code == 403
         expected = {
-            "callbacks:call-status:403": 4,
+            "callbacks:call-status:403": 6,
             **{f"signature_failures:{reason}": 1 for reason in SIGNATURE_REASONS},
         }
         wait_until(lambda: counters(redis_client) == expected, what=f"{expected}")
