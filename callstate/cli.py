@@ -258,16 +258,15 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _stats(settings: Settings, args: argparse.Namespace) -> int:
-    import time  # noqa: PLC0415
-
     from callstate import metrics  # noqa: PLC0415
-    from callstate.connection import connect  # noqa: PLC0415
+    from callstate.connection import connect, connect_store  # noqa: PLC0415
     from callstate.exposition import human_text  # noqa: PLC0415
+    from callstate.reader import Reader  # noqa: PLC0415
 
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
-    figures = metrics.read(
-        redis, queue_name=settings.queue_name, stuck_after=settings.stuck_after, now=time.time()
-    )
+    store = connect_store(settings, command_timeout=settings.redis_timeout, role="cli", queue=redis)
+    reader = Reader(store, stuck_after=settings.stuck_after)
+    figures = metrics.read(redis, reader, queue_name=settings.queue_name)
     print(human_text(figures), end="")  # noqa: T201 - the command's output
     return 0
 

@@ -1,9 +1,10 @@
 """The deployment's figures: counters and gauges read from Redis, for ``GET /metrics``,
 ``callstate stats`` and dashboards alike.
 
-:func:`read` is the I/O shell: two round trips at most, whatever the traffic (the counters hash,
-the index sizes and the queue's registries in one pipeline, then the oldest queued job's
-enqueue time). :func:`figures_from` is the pure part: Redis values in, :class:`Figures` out, so a
+:func:`read` is the I/O shell: a few round trips, whatever the traffic (the store's counts by
+status through :class:`callstate.reader.Reader`, the counters and the queue's registries in one
+pipeline, the oldest queued job's enqueue time, and the workers' counters when the store is another
+Redis). :func:`figures_from` is the pure part: Redis values in, :class:`Figures` out, so a
 dashboard holding the same values computes the same figures. The counters are written by
 :mod:`callstate.counters`; what each figure means is in README.md, "Monitoring".
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final, cast
 
 from redis import Redis
 from rq import Queue
@@ -22,6 +23,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 from callstate import keys
 from callstate.counters import LAG_BUCKETS, LAG_FIELDS, LAG_SUM
+from callstate.reader import Reader
 from callstate.status import PUBLISHED_STATUSES
 
 #: Why a callback's signature was refused: the values of ``InvalidSignature.code``. Always shown
@@ -99,9 +101,12 @@ class Gauges:
     queue_oldest_age: float
 
 
-def figures_from(counters: Mapping[bytes, bytes] | Mapping[str, str], gauges: Gauges) -> Figures:
+def figures_from(
+    counters: Mapping[bytes, bytes] | Mapping[str, str] | Mapping[str, int], gauges: Gauges
+) -> Figures:
     """The figures of the counters hash (:data:`callstate.keys.METRICS`, as ``HGETALL`` returns
-    it) and ``gauges``. Fields it does not know, and values that are not integers, are skipped."""
+    it, or as :func:`sum_counters` adds several up) and ``gauges``. Fields it does not know, and
+    values that are not integers, are skipped."""
     callbacks: dict[tuple[str, str], int] = {}
     families: dict[str, dict[str, int]] = {
         "signature_failures": dict.fromkeys(SIGNATURE_REASONS, 0),
@@ -155,9 +160,28 @@ def job_age(enqueued_at: bytes | str | None, now: float) -> float:
     return max(0.0, now - moment.timestamp())
 
 
-def read(redis: Redis, *, queue_name: str, stuck_after: float, now: float) -> Figures:
-    """The figures as Redis holds them at ``now`` (Unix seconds). A call is stuck when it is not
-    final and its latest event is older than ``stuck_after`` seconds (what the sweep asks about)."""
+def sum_counters(*hashes: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, int]:
+    """The counters hashes of several Redis servers added up, field by field (the web processes
+    write theirs where they queue jobs, the workers where the store is; README.md, "Monitoring").
+    Values that are not integers are skipped."""
+    total: dict[str, int] = {}
+    for counters in hashes:
+        for raw_field, raw_value in counters.items():
+            field = raw_field.decode() if isinstance(raw_field, bytes) else raw_field
+            try:
+                total[field] = total.get(field, 0) + int(raw_value)
+            except ValueError:
+                continue
+    return total
+
+
+def read(queue: Redis, store: Reader, *, queue_name: str) -> Figures:
+    """The figures as Redis holds them now (``store.clock()``): the queue's gauges and the web
+    processes' counters from ``queue`` (the ``REDIS_URL`` client), the store's counts and the
+    workers' counters through ``store`` (the two are read once when they are the same client).
+    A call is stuck as ``store`` counts it (what the sweep asks about)."""
+    now = store.clock()
+    counts = store.counts()
     queue_key = Queue.redis_queue_namespace_prefix + queue_name
     registries = {
         state: registry.key_template.format(queue_name)
@@ -167,24 +191,22 @@ def read(redis: Redis, *, queue_name: str, stuck_after: float, now: float) -> Fi
             ("failed", FailedJobRegistry),
         )
     }
-    pipe = redis.pipeline(transaction=False)
+    pipe = queue.pipeline(transaction=False)
     pipe.hgetall(keys.METRICS)
-    for status in PUBLISHED_STATUSES:
-        pipe.zcard(keys.by_status(status))
-    pipe.zcount(keys.ACTIVE, "-inf", now - stuck_after)
     pipe.llen(queue_key)
     for key in registries.values():
         pipe.zcard(key)
     pipe.lindex(queue_key, 0)
-    replies: list[Any] = pipe.execute()
-    counters, statuses = replies[0], replies[1 : 1 + len(PUBLISHED_STATUSES)]
-    stuck, queued, *registered, oldest = replies[1 + len(PUBLISHED_STATUSES) :]
+    web_counters, queued, *registered, oldest = pipe.execute()
+    worker_counters: dict[bytes, bytes] = {}
+    if store.redis is not queue:
+        worker_counters = cast(dict[bytes, bytes], store.redis.hgetall(keys.METRICS))
     # The oldest job is first: RQ pushes jobs at the tail and takes them from the head.
-    age = 0.0 if oldest is None else job_age(redis.hget(Job.key_for(oldest.decode()), "enqueued_at"), now)
+    age = 0.0 if oldest is None else job_age(queue.hget(Job.key_for(oldest.decode()), "enqueued_at"), now)
     gauges = Gauges(
-        calls=dict(zip(PUBLISHED_STATUSES, map(int, statuses), strict=True)),
-        stuck_calls=int(stuck),
+        calls=counts.by_status,
+        stuck_calls=counts.stuck,
         queue_jobs={"queued": int(queued), **dict(zip(registries, map(int, registered), strict=True))},
         queue_oldest_age=age,
     )
-    return figures_from(counters, gauges)
+    return figures_from(sum_counters(web_counters, worker_counters), gauges)

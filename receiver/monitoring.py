@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Final
@@ -103,12 +102,6 @@ async def metrics_endpoint(request: Request) -> Response:
     expected = settings.metrics_token.encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
         raise Unauthorized("metrics need Authorization: Bearer <METRICS_TOKEN>")
-    read = partial(
-        metrics.read,
-        resources.redis,
-        queue_name=settings.queue_name,
-        stuck_after=settings.stuck_after,
-        now=time.time(),
-    )
+    read = partial(metrics.read, resources.redis, resources.reader, queue_name=settings.queue_name)
     figures = await run_in_threadpool(read)
     return Response(prometheus_text(figures), media_type=CONTENT_TYPE)

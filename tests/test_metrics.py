@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,10 @@ from callstate import keys
 from callstate.counters import LAG_FIELDS, LAG_SUM, callback_field, event_field, signature_field
 from callstate.exposition import human_text, prometheus_text
 from callstate.jobqueue import APPLY_EVENTS, enqueue_batch, make_queue
-from callstate.metrics import SIGNATURE_REASONS, Figures, Gauges, figures_from, job_age, read
+from callstate.metrics import SIGNATURE_REASONS, Figures, Gauges, figures_from, job_age, read, sum_counters
+from callstate.reader import Reader
 from callstate.status import PUBLISHED_STATUSES
+from tests.redisserver import RedisServer
 
 NOW = 1_800_000_000.0
 GAUGES = Gauges(calls={"completed": 2}, stuck_calls=1, queue_jobs={"queued": 3}, queue_oldest_age=4.5)
@@ -132,7 +135,11 @@ class TestRead:
             Execution.create(started[0], ttl=60, pipeline=pipe)
             pipe.execute()
 
-        f = read(redis_client, queue_name="callstate", stuck_after=1800, now=now + 60)
+        f = read(
+            redis_client,
+            Reader(redis_client, stuck_after=1800, clock=lambda: now + 60),
+            queue_name="callstate",
+        )
 
         assert f.calls == {**dict.fromkeys(PUBLISHED_STATUSES, 0), "in-progress": 2, "completed": 1}
         assert f.stuck_calls == 1
@@ -145,8 +152,31 @@ class TestRead:
 
     def test_an_empty_store_reads_as_zeros(self, redis_client: redis.Redis) -> None:
         """A new deployment has figures too: all zero."""
-        f = read(redis_client, queue_name="callstate", stuck_after=1800, now=NOW)
+        f = read(redis_client, Reader(redis_client, clock=lambda: NOW), queue_name="callstate")
         assert f == figures_from({}, Gauges(dict.fromkeys(PUBLISHED_STATUSES, 0), 0, _no_jobs(), 0.0))
+
+    def test_counters_of_a_separate_store_are_added(self, redis_client: redis.Redis, tmp_path: Path) -> None:
+        """With the store on another Redis (STORE_REDIS_URL), the workers' counters there and the
+        web processes' counters in the queue's Redis are added up; the calls come from the store."""
+        store_server = RedisServer(tmp_path)
+        store_server.start()
+        try:
+            store = store_server.client()
+            redis_client.hset(keys.METRICS, mapping={"callbacks:call-status:204": 3, "events:new": 1})
+            store.hset(keys.METRICS, mapping={"events:new": 2, LAG_FIELDS[0]: 2})
+            store.zadd(keys.by_status("ringing"), {"CA1": NOW})
+            f = read(redis_client, Reader(store, clock=lambda: NOW), queue_name="callstate")
+        finally:
+            store_server.stop()
+        assert f.callbacks == {("call-status", "204"): 3}
+        assert f.events["new"] == 3
+        assert f.lag_count == 2
+        assert f.calls["ringing"] == 1
+
+
+def test_sum_counters_adds_field_by_field() -> None:
+    """Several hashes add up; a value that is not an integer is skipped."""
+    assert sum_counters({b"a": b"1", b"b": b"x"}, {"a": "2", "c": "3"}) == {"a": 3, "c": 3}
 
 
 def _no_jobs() -> dict[str, int]:
