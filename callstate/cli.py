@@ -7,11 +7,14 @@
 ``callstate sweep``   once: ask Twilio about stuck calls, prune expired index entries
 ``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
+``callstate inspect CALLSID [--json]``  a call's timeline (each distinct event, its deliveries) and state
 ``callstate simulate --url BASE --calls N [--verify]``  send realistic signed callbacks to a deployment
 ``callstate watch``   print the store's changes as they happen
 ``callstate stats``   the deployment's figures (those of GET /metrics), for a human
 
-A configuration error is one line naming the variable and exit status 2, never a traceback.
+Every command reads ``./.env`` first, as `make run` does for its processes; the environment wins
+(:mod:`callstate.dotenv`). A configuration error is one line naming the variable and exit status 2,
+never a traceback; so is a bad argument (a malformed CallSid changes nothing).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from callstate import keys, logs
+from callstate import dotenv, keys, logs
 from callstate.errors import ConfigError
+from callstate.event import CALL_SID
+from callstate.progress import Progress
 from callstate.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,7 +95,11 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.secret_key:
         raise ConfigError("SECRET_KEY", "is not set; read tokens are signed with it")
-    print(tokens.issue(settings.secret_key, ttl=args.ttl))  # noqa: T201 - the command's output
+    try:
+        token = tokens.issue(settings.secret_key, ttl=args.ttl)
+    except ValueError as exc:
+        return _refuse("token", f"--ttl {args.ttl}: {exc}")
+    print(token)  # noqa: T201 - the command's output
     return 0
 
 
@@ -99,9 +108,23 @@ def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from workers.twilioapi import TwilioAPI  # noqa: PLC0415
 
     logs.configure(settings.log_format)
-    if sweep_once(settings, api=TwilioAPI.from_settings(settings)) is None:
+    api = TwilioAPI.from_settings(settings)
+    result = sweep_once(settings, api=api)
+    if result is None:
         print("callstate: another sweep is running", file=sys.stderr)  # noqa: T201
         return 1
+    if api is None:
+        print(  # noqa: T201
+            f"sweep: no Twilio REST credentials (TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET, or "
+            f"TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN), so Twilio was asked about nothing; "
+            f"{result.scanned} stuck call(s) seen, {result.pruned} expired index entr(ies) pruned"
+        )
+        return 0
+    print(  # noqa: T201
+        f"sweep: {result.scanned} stuck call(s) seen, {result.asked} asked about, "
+        f"{len(result.finalized)} finalized, {result.still_active} still active, "
+        f"{result.not_found} unknown to Twilio, {result.failed} failed; {result.pruned} pruned"
+    )
     return 0
 
 
@@ -116,13 +139,18 @@ def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
     queue = make_queue(redis, settings.queue_name)
     registry = FailedJobRegistry(queue=queue)
+    job_ids = registry.get_job_ids()
+    progress = Progress("requeue-failed", sys.stderr, total=len(job_ids))
     requeued = 0
-    for job_id in registry.get_job_ids():
+    for job_id in job_ids:
         try:
             registry.requeue(job_id)
         except (InvalidJobOperation, NoSuchJobError):
-            continue  # requeued by someone else meanwhile, or expired
-        requeued += 1
+            pass  # requeued by someone else meanwhile, or expired
+        else:
+            requeued += 1
+        progress.advance(1)
+    progress.finish()
     print(f"requeued {requeued} failed job(s) onto {settings.queue_name}")  # noqa: T201
     return 0
 
@@ -132,14 +160,50 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from workers.replay import replay  # noqa: PLC0415
     from workers.store import Store  # noqa: PLC0415
 
-    if not args.all and not args.call_sids:
-        raise SystemExit("callstate replay: name CALLSIDs or pass --all")
+    if args.all == bool(args.call_sids):
+        return _refuse("replay", "name CALLSIDs or pass --all (not both)")
+    malformed = [sid for sid in args.call_sids if not CALL_SID.fullmatch(sid)]
+    if malformed:
+        return _refuse("replay", f"not a CallSid: {', '.join(malformed)}; nothing changed")
     logs.configure(settings.log_format)
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
     store = Store(redis, settings.retention_seconds)
-    calls, changed = replay(store, None if args.all else args.call_sids)
-    print(f"replayed {calls} call(s), {changed} changed")  # noqa: T201
+    progress = Progress("replay", sys.stderr, total=None if args.all else len(args.call_sids))
+    done = replay(
+        store,
+        None if args.all else args.call_sids,
+        lambda so_far: progress.advance(so_far.calls + len(so_far.unknown) - progress.done),
+    )
+    progress.finish()
+    for sid in done.unknown:
+        print(f"callstate replay: unknown call {sid} (no stored events): nothing changed", file=sys.stderr)  # noqa: T201
+    print(f"replayed {done.calls} call(s), {done.changed} changed")  # noqa: T201
+    return 1 if done.unknown else 0
+
+
+def _inspect(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.connection import connect  # noqa: PLC0415
+    from workers import timeline  # noqa: PLC0415
+
+    sid = args.call_sid
+    if not CALL_SID.fullmatch(sid):
+        return _refuse("inspect", f"not a CallSid: {sid}")
+    redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
+    state, entries = timeline.read(redis, sid)
+    if state is None and not entries:
+        print(f"callstate inspect: unknown call {sid}", file=sys.stderr)  # noqa: T201
+        return 1
+    if args.json:
+        sys.stdout.write(timeline.to_json(sid, state, entries).decode() + "\n")
+    else:
+        print(timeline.render(sid, state, entries))  # noqa: T201
     return 0
+
+
+def _refuse(command: str, problem: str) -> int:
+    """A bad argument: one line, exit status 2, nothing done."""
+    print(f"callstate {command}: {problem}", file=sys.stderr)  # noqa: T201
+    return 2
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -293,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     token = commands.add_parser("token", help="print a read token for the read API")
-    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
+    token.add_argument("--ttl", type=_positive(int), default=24 * 3600, help="lifetime in seconds")
     token.set_defaults(run=_token)
 
     sweep = commands.add_parser(
@@ -308,6 +372,11 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("call_sids", nargs="*", metavar="CALLSID")
     replay.add_argument("--all", action="store_true", help="every call in the store")
     replay.set_defaults(run=_replay)
+
+    inspect = commands.add_parser("inspect", help="a call's timeline and state")
+    inspect.add_argument("call_sid", metavar="CALLSID")
+    inspect.add_argument("--json", action="store_true", help="JSON instead of a table")
+    inspect.set_defaults(run=_inspect)
 
     simulate = commands.add_parser(
         "simulate",
@@ -355,6 +424,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        # ./.env as make run hands it to its processes; into os.environ, so that uvicorn's worker
+        # processes and RQ's scheduler, which read it again, see the same.
+        dotenv.load(os.environ)
         settings = Settings.from_environ(os.environ)
         code: int = args.run(settings, args)
     except ConfigError as exc:

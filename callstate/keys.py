@@ -44,6 +44,11 @@ def events(call_sid: str) -> str:
     return f"{PREFIX}:events:{{{call_sid}}}"
 
 
+def deliveries(call_sid: str) -> str:
+    """Hash: event-set field -> deliveries counted; ``<field>|first`` -> first received (Unix s)."""
+    return f"{PREFIX}:deliveries:{{{call_sid}}}"
+
+
 def orphan_recording(recording_sid: str) -> str:
     """Hash like :func:`events`, for a recording callback that names no call (conferences)."""
     return f"{PREFIX}:recording:{{{recording_sid}}}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +45,28 @@ def environment(**overrides: str) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def quiet_dir() -> Path:
+    """An empty directory for one-shot commands: every callstate command reads ./.env, and a
+    developer's .env in the repository must not reach the tests (nor may a directory named like a
+    package shadow one: ``python -m`` puts the working directory first on sys.path)."""
+    return Path(tempfile.mkdtemp(prefix="callstate-tests-"))
+
+
+def callstate(*args: str, cwd: Path | str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m callstate ARGS`` run to completion in ``cwd`` (default :func:`quiet_dir`), in
+    the test's environment."""
+    command = procfile()["release"][:-1]  # python -m callstate
+    return subprocess.run(
+        [*command, *args],
+        env=environment(**env),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd if cwd is not None else quiet_dir(),
+    )
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 15, what: str = "condition") -> None:
     """Poll ``predicate`` until it is true; fail after ``timeout`` seconds (no fixed sleeps)."""
     deadline = time.monotonic() + timeout
@@ -66,7 +90,9 @@ class Process:
             env=dict(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            # Not the repository: every callstate command reads ./.env, and a developer's .env
+            # must not reach the tests.
+            cwd=directory,
             start_new_session=True,
         )
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from callstate import keys
-from tests.procs import environment, procfile
+from tests.procs import callstate
 from tests.redisserver import RedisServer
 
-
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    command = procfile()["release"][:-1]  # python -m callstate
-    return subprocess.run(
-        [*command, *args], env=environment(**env), capture_output=True, text=True, check=False
-    )
+run = callstate
 
 
 def test_missing_token_is_a_one_line_error_naming_it() -> None:

@@ -33,8 +33,8 @@ def test_every_key_the_code_writes_is_documented_and_vice_versa() -> None:
     in_code = {
         keys.SCHEMA, keys.RECENT, keys.ACTIVE, keys.PUBLISHED, keys.CHANGES, keys.SWEPT, keys.SWEEP_LOCK,
         keys.METRICS,
-        keys.call("<CallSid>"), keys.events("<CallSid>"), keys.orphan_recording("<RecordingSid>"),
-        keys.by_status("<status>"),
+        keys.call("<CallSid>"), keys.events("<CallSid>"), keys.deliveries("<CallSid>"),
+        keys.orphan_recording("<RecordingSid>"), keys.by_status("<status>"),
     }  # fmt: skip
     assert documented_keys() == in_code
     assert f"returns `{keys.SCHEMA_VERSION}`" in DOC

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from callstate import keys
 from callstate.connection import NAME_PREFIX, tls_options
 from callstate.errors import ConfigError
 from callstate.settings import Settings
-from tests.procs import ROOT, Process, environment, procfile, start_web, start_worker, wait_until
+from tests.procs import ROOT, Process, callstate, environment, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.tlscerts import ca_signed, self_signed
 from tests.twiliosign import TOKEN, call_params, call_sid, form_request
@@ -53,13 +52,6 @@ def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
     server.start()
     yield server
     server.stop()
-
-
-def callstate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    command = procfile()["release"][:-1]  # python -m callstate
-    return subprocess.run(
-        [*command, *args], env=environment(**env), capture_output=True, text=True, check=False
-    )
 
 
 class TestOptions:

@@ -2,12 +2,14 @@
 
 The state is a pure function of the event set, so a reducer fix is applied to existing data by
 reducing every call again; :meth:`Store.refresh` writes only the calls whose state changes, and
-publishes those changes like any other.
+publishes those changes like any other. A call without stored events is not replayed (reducing
+nothing would store a state for a call that never existed): it is reported as unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Final
 
@@ -17,6 +19,15 @@ from workers.store import Store
 
 #: Calls refreshed per round trip.
 CHUNK: Final = 200
+
+
+@dataclass(slots=True)
+class Replayed:
+    """What a replay did: calls recomputed, how many changed, and the CallSids with no events."""
+
+    calls: int = 0
+    changed: int = 0
+    unknown: list[str] = field(default_factory=list)
 
 
 def stored_call_sids(store: Store) -> Iterator[str]:
@@ -30,12 +41,27 @@ def stored_call_sids(store: Store) -> Iterator[str]:
             yield sid
 
 
-def replay(store: Store, call_sids: Iterable[str] | None = None) -> tuple[int, int]:
-    """Refresh ``call_sids`` (every stored call when ``None``); returns (calls, changed)."""
+def replay(
+    store: Store,
+    call_sids: Iterable[str] | None = None,
+    progress: Callable[[Replayed], None] | None = None,
+) -> Replayed:
+    """Refresh ``call_sids`` (every stored call when ``None``) that have stored events; the others
+    are listed in :attr:`Replayed.unknown` and left untouched. ``progress`` is called after every
+    chunk."""
     sids = iter(call_sids) if call_sids is not None else stored_call_sids(store)
-    calls = changed = 0
+    done = Replayed()
     while chunk := list(islice(sids, CHUNK)):
-        result = store.refresh(chunk)
-        calls += result.calls
-        changed += len(result.changed)
-    return calls, changed
+        with store.redis.pipeline(transaction=False) as pipe:
+            for sid in chunk:
+                pipe.exists(keys.events(sid))
+            present = pipe.execute()
+        known = [sid for sid, exists in zip(chunk, present, strict=True) if exists]
+        done.unknown += [sid for sid, exists in zip(chunk, present, strict=True) if not exists]
+        if known:
+            result = store.refresh(known)
+            done.calls += result.calls
+            done.changed += len(result.changed)
+        if progress is not None:
+            progress(done)
+    return done

@@ -42,6 +42,7 @@ from callstate.counters import add_lags, event_field, hincrby_all, state_change_
 from callstate.errors import StoreConflict
 from callstate.event import Event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
+from workers import deliveries
 from workers.reduce import reduce
 from workers.state import CallState
 
@@ -166,6 +167,8 @@ class Store:
             pipe.hgetall(keys.events(sid))
             pipe.hmget(keys.call(sid), "state", "version")
         pipe.hmget(keys.PUBLISHED, sids)
+        # Last in the pipeline, so that the replies read below keep their places.
+        deliveries.record(pipe, by_call, self.retention)
         replies = iter(pipe.execute())
         new_events = 0
         reads: dict[str, _Read] = {}
