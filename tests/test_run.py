@@ -94,9 +94,9 @@ def test_ctrl_c_stops_everything_quietly(checkout: Path, other_redis: RedisServe
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert "make: ***" not in output
-    assert "Traceback" not in output
-    assert "make run: stopped" in output
+    assert "make: ***" not in output, output
+    assert "Traceback" not in output, output
+    assert "make run: stopped" in output, output
     with pytest.raises(redis.ConnectionError):
         ours.ping()
     assert other_redis.client().ping()
