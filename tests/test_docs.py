@@ -8,7 +8,7 @@ docs) except this one, which has to spell out what it looks for:
   ``../shared`` folder they live in, or a page of the repository by section *number* (numbers move;
   headings are the stable names);
 * a citation of a Markdown file of the repository (``docs/X.md``, ``bench/RESULTS.md``,
-  ``README.md``) names a file that exists, and the heading it names, written
+  ``README.md``, or just ``README``) names a file that exists, and the heading it names, written
   ``docs/X.md, "Heading"`` (a second one may follow: ``and "Other heading"``) or
   ``docs/X.md#anchor``, exists in that file.
 
@@ -46,10 +46,10 @@ OUTSIDE: Final = {
 }
 
 _WRAP: Final = r"(?:(?:,[ \t]*|[ \t]+)(?:\n[ \t]*(?:#:?)?[ \t]*)?|\n[ \t]*(?:#:?)?[ \t]*)"
-#: ``docs/X.md``, ``bench/RESULTS.md`` or ``README.md``, then ``#anchor`` or up to two quoted
+#: ``docs/X.md``, ``bench/RESULTS.md`` or ``README(.md)``, then ``#anchor`` or up to two quoted
 #: headings. A heading may be wrapped over lines of a docstring or a ``#`` comment.
 CITATION: Final = re.compile(
-    r"(?<![\w/.-])(?:\.\./)?(?P<path>(?:docs|bench)/[\w.-]+\.md|README\.md)"
+    r"(?<![\w/.-])(?:\.\./)?(?P<path>(?:docs|bench)/[\w.-]+\.md|README(?:\.md)?)"
     r"(?:#(?P<anchor>[\w-]+)"
     rf"|{_WRAP}[\"“](?P<heading>[^\"”]{{1,120}})[\"”](?:\s+and\s+[\"“](?P<also>[^\"”]{{1,120}})[\"”])?)?"
 )
@@ -100,7 +100,7 @@ def broken_citations(text: str) -> list[tuple[int, str]]:
 @cache
 def _headings(path: str) -> frozenset[str] | None:
     """The headings of a repository Markdown file (outside fenced code), or ``None`` if it is missing."""
-    file = ROOT / path
+    file = ROOT / ("README.md" if path == "README" else path)
     if not file.is_file():
         return None
     headings, fenced = set(), False
@@ -204,6 +204,7 @@ class TestTheChecks:
                 "docs/contracts.md has no heading with the anchor #no-such-anchor",
             ),
             ("see docs/nowhere.md", "docs/nowhere.md does not exist"),
+            ('(README, "No such heading")', 'README has no heading "No such heading"'),
         ],
     )
     def test_broken_citations_are_found(self, text: str, problem: str) -> None:
