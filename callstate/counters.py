@@ -33,8 +33,9 @@ from callstate import keys
 ENDPOINTS: Final = {"call": "call-status", "recording": "recording-status"}
 
 #: Upper bounds (seconds) of the lag histogram's buckets, from the callback's acceptance to its
-#: call's state being written. At 1,000 callbacks/s the p99 is ~30 ms (bench/RESULTS.md), so
-#: the fine buckets sit there; the coarse ones show a backlog (workers down or behind) building up.
+#: call's state being written. With workers keeping up the lag is tens of milliseconds
+#: (bench/RESULTS.md, "Workers"), so the fine buckets sit there; the coarse ones show a backlog
+#: (workers down or behind) building up.
 LAG_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 #: The histogram's bucket fields: one per bound of :data:`LAG_BUCKETS`, then ``+Inf``.

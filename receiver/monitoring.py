@@ -40,7 +40,8 @@ from receiver.resources import Resources
 
 logger = logging.getLogger("callstate.web")
 
-#: Seconds between two batches that carry counts (a batch costs ~4 us more per HINCRBY it carries).
+#: Seconds between two batches that carry counts: each HINCRBY a batch carries makes it a little
+#: dearer, so counts ride along at most this often, whatever the rate.
 CARRY_INTERVAL: Final = 0.1
 #: Counts no batch carried for this many seconds are written on their own.
 FLUSH_INTERVAL: Final = 1.0
