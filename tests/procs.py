@@ -40,6 +40,9 @@ def environment(**overrides: str) -> dict[str, str]:
         and key not in ("REDIS_URL", "SECRET_KEY", "PUBLIC_BASE_URL")
     }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    # This checkout's code, whatever the working directory (children run outside the repository,
+    # so that no .env of the developer's reaches them) and whatever state the editable install is in.
+    env["PYTHONPATH"] = str(ROOT)
     env["LOG_FORMAT"] = "json"
     env.update(overrides)
     return env

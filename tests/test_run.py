@@ -36,7 +36,7 @@ def checkout(tmp_path: Path) -> Path:
 
 def make_run(checkout: Path, **env: str) -> subprocess.Popen[str]:
     """`make run` in its own session (so the test can send the terminal's SIGINT to all of it)."""
-    variables = environment(TWILIO_AUTH_TOKEN=TOKEN, **env)
+    variables = environment(**env)
     return subprocess.Popen(
         ["make", "--no-print-directory", "run"],
         cwd=checkout,
@@ -61,7 +61,7 @@ def test_another_redis_on_the_port_is_refused_and_left_alone(
     checkout: Path, other_redis: RedisServer
 ) -> None:
     """It used to write into that Redis and shut it down on Ctrl-C."""
-    run = make_run(checkout, REDIS_PORT=str(other_redis.port), PORT=str(free_port()))
+    run = make_run(checkout, REDIS_PORT=str(other_redis.port), PORT=str(free_port()), TWILIO_AUTH_TOKEN=TOKEN)
     output, _ = run.communicate(timeout=60)
     assert run.returncode != 0
     assert f"something already listens on 127.0.0.1:{other_redis.port}" in output
@@ -72,8 +72,10 @@ def test_another_redis_on_the_port_is_refused_and_left_alone(
 
 
 def test_ctrl_c_stops_everything_quietly(checkout: Path, other_redis: RedisServer) -> None:
-    """SIGINT to the process group: web, worker and the Redis `make run` started stop, make prints
-    no error, nothing is a traceback; a Redis it did not start keeps running."""
+    """With deploy/callstate.env.example as its .env (nothing else configured but the ports):
+    it runs; then SIGINT to the process group: web, worker and the Redis `make run` started stop,
+    make prints no error, nothing is a traceback; a Redis it did not start keeps running."""
+    shutil.copy(checkout / "deploy" / "callstate.env.example", checkout / ".env")
     port, redis_port = free_port(), free_port()
     run = make_run(checkout, REDIS_PORT=str(redis_port), PORT=str(port))
 
