@@ -87,10 +87,9 @@ def url_variants(url: str) -> tuple[str, ...]:
     host = rest[:authority_end].rpartition("@")[2]
     tail = rest[authority_end:]
     lower_scheme, lower_host = scheme.lower(), host.lower()
-    variants = _port_variants(lower_scheme, lower_host, tail)
-    if lower_scheme == scheme and lower_host == host:
-        return variants
-    return variants + _port_variants(scheme, host, tail)
+    if lower_scheme == scheme and lower_host == host:  # the usual case: one pair of variants
+        return _port_variants(scheme, host, tail)
+    return _port_variants(lower_scheme, lower_host, tail) + _port_variants(scheme, host, tail)
 
 
 def _port_variants(scheme: str, host: str, tail: str) -> tuple[str, str]:
@@ -241,7 +240,10 @@ def verify(
     signature, or the header names an unknown key or algorithm. The reason never holds a token, a
     secret or the expected signature.
     """
-    keys, algorithm = _keys(keyring, account_sid, signature_settings)
+    if signature_settings is None:  # the usual case, kept free of the SharedKey dispatch
+        keys, algorithm = keyring._keys_for(account_sid), HMAC_SHA1
+    else:
+        keys, algorithm = _keys(keyring, account_sid, signature_settings)
     expected = _header_bytes(signature, algorithm)
     _check(keys, url, _params_message(params), expected)
 
