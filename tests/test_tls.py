@@ -20,7 +20,7 @@ from callstate import keys
 from callstate.connection import NAME_PREFIX, tls_options
 from callstate.errors import ConfigError
 from callstate.settings import Settings
-from tests.procs import ROOT, Process, callstate, environment, start_web, start_worker, wait_until
+from tests.procs import ROOT, Process, callstate, environment, procfile, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.tlscerts import ca_signed, self_signed
 from tests.twiliosign import TOKEN, call_params, call_sid, form_request
@@ -224,3 +224,20 @@ def test_connection_budget_of_each_process(heroku_like: RedisServer, tmp_path: P
     assert sum(web_connections.values()) <= 4
     assert sum(worker_connections.values()) <= 5
     assert cli == 1
+
+
+def test_a_worker_that_cannot_verify_says_which_setting_in_one_line(
+    heroku_like: RedisServer, tmp_path: Path
+) -> None:
+    """Without app.json's env the worker does not crash-loop with a traceback: it logs one
+    redis_unavailable line naming the settings, and keeps retrying."""
+    env = environment(REDIS_URL=heroku_like.url)
+    worker = Process("worker", procfile()["worker"], env, tmp_path)
+    try:
+        wait_until(lambda: "redis_unavailable" in worker.output(), what="the worker's complaint")
+        [line] = [line for line in worker.output().splitlines() if "redis_unavailable" in line]
+        assert "REDIS_TLS_VERIFY=none" in line
+        assert "self-signed certificate" in line
+        assert worker.alive()
+    finally:
+        worker.stop()
