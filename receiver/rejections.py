@@ -28,7 +28,7 @@ from starlette.types import Scope
 from callstate.errors import InvalidSignature
 from callstate.logs import log_event
 from receiver.publicurl import TrustedProxies, public_url
-from receiver.signature import SETTINGS_HEADER, Keyring, verify
+from receiver.signature import Keyring, verify
 
 logger = logging.getLogger("callstate.web")
 
@@ -61,7 +61,7 @@ def redact(url: str) -> str:
     return url[:cut] + ("?..." if cut < len(url) and url[cut] == "?" else "")
 
 
-def likely_cause(reason: str, attempt: Attempt | None) -> str:
+def likely_cause(error: InvalidSignature, attempt: Attempt | None) -> str:
     """The most likely reason a callback was refused, in words an operator can act on.
 
     ``attempt`` is ``None`` when the request was refused before a URL was checked (no signature
@@ -70,12 +70,15 @@ def likely_cause(reason: str, attempt: Attempt | None) -> str:
     trailing slash toggled. A match names the part that differs; no match leaves the key or a
     forgery.
     """
-    if attempt is None or "header is missing" in reason or "header is empty" in reason:
+    code, reason = error.code, error.reason
+    if attempt is None or code == "missing":
         return "no X-Twilio-Signature header: not sent by Twilio, or a proxy dropped the header"
-    if reason.startswith(SETTINGS_HEADER):
+    if code in ("unknown_key", "unknown_algorithm"):
         return "signed with a Webhook SharedKey that TWILIO_SHARED_KEYS lacks: add <key id>:<secret>"
-    if "not a base64" in reason:
+    if code == "malformed":
         return "the signature is not of the algorithm its headers imply: not sent by Twilio"
+    if code == "undecodable":
+        return f"the parameters cannot be decoded ({reason}): not sent by Twilio"
     for candidate, explain in _candidates(attempt):
         if candidate != attempt.url and _matches(attempt, candidate):
             return f"the signature matches {redact(candidate)}: {explain}"
@@ -180,7 +183,7 @@ class RejectionLog:
             logging.WARNING,
             url=None if attempt is None else redact(attempt.url),
             reason=error.reason,
-            cause=likely_cause(error.reason, attempt),
+            cause=likely_cause(error, attempt),
             suppressed=suppressed,
         )
         return True

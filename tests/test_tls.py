@@ -8,7 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -22,7 +22,7 @@ from callstate.errors import ConfigError
 from callstate.settings import Settings
 from tests.procs import ROOT, Process, callstate, environment, procfile, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
-from tests.tlscerts import ca_signed, self_signed
+from tests.tlscerts import ServerCert, ca_signed, self_signed
 from tests.twiliosign import TOKEN, call_params, call_sid, form_request
 
 PASSWORD = "kv-store-password"
@@ -34,12 +34,17 @@ def app_json_env() -> dict[str, str]:
     return {name: spec["value"] for name, spec in declared.items() if "value" in spec}
 
 
+def tls_server(factory: pytest.TempPathFactory, name: str, cert: Callable[[Path], ServerCert]) -> RedisServer:
+    directory = factory.mktemp(name)
+    server = RedisServer(directory, tls=cert(directory / "certs"), password=PASSWORD)
+    server.start()
+    return server
+
+
 @pytest.fixture(scope="module")
 def heroku_like(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """TLS only, self-signed certificate for another host name, a password."""
-    directory = tmp_path_factory.mktemp("tls-self-signed")
-    server = RedisServer(directory, tls=self_signed(directory / "certs"), password=PASSWORD)
-    server.start()
+    server = tls_server(tmp_path_factory, "tls-self-signed", self_signed)
     yield server
     server.stop()
 
@@ -47,9 +52,7 @@ def heroku_like(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServe
 @pytest.fixture(scope="module")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """TLS only, a certificate for 127.0.0.1 signed by a private CA, a password."""
-    directory = tmp_path_factory.mktemp("tls-ca")
-    server = RedisServer(directory, tls=ca_signed(directory / "certs"), password=PASSWORD)
-    server.start()
+    server = tls_server(tmp_path_factory, "tls-ca", ca_signed)
     yield server
     server.stop()
 

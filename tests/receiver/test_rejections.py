@@ -57,7 +57,7 @@ def cause(request: Scope, base: str | None, signed_url: str, trusted: str = "127
         None,
         None,
     )
-    return likely_cause("signature does not match", attempt)
+    return likely_cause(InvalidSignature("signature does not match"), attempt)
 
 
 class TestLikelyCause:
@@ -100,11 +100,12 @@ class TestLikelyCause:
             request, "https://c.example" + PATH, "https://c.example", TrustedProxies(), Keyring(TOKEN),
             PARAMS, "A" * 28, None, None,
         )  # fmt: skip
-        found = likely_cause("signature does not match", attempt)
+        found = likely_cause(InvalidSignature("signature does not match"), attempt)
         assert found.startswith("no URL variant matches: the auth token or key is not the one Twilio used")
 
     def test_missing_header(self) -> None:
-        assert "not sent by Twilio" in likely_cause("X-Twilio-Signature header is missing", None)
+        missing = InvalidSignature("X-Twilio-Signature header is missing", code="missing")
+        assert "not sent by Twilio" in likely_cause(missing, None)
 
 
 def test_redact_keeps_no_query() -> None:
