@@ -9,13 +9,9 @@ Batches form by themselves: while one batch is being written, new items wait for
 low load a batch is one item and costs one round trip; under load a batch holds whatever arrived
 during the previous write, up to ``max_batch``.
 
-Pacing. A job costs a worker RQ's bookkeeping (tens of Redis commands) whatever it carries, so
-one job per callback under load is more than the workers can run and the lag grows without bound
-(bench/RESULTS.md, "How it got there"). So writes are spaced: ``min_interval`` apart normally (a lone
-callback never waits, since the previous write is long past), and, while the writer reports that
-jobs are waiting in the queue (the workers are behind), up to ``behind_interval`` apart or until
-``behind_batch`` items are in hand. Waiting then costs no end-to-end lag: the workers would not
-have reached the job sooner.
+Pacing: writes are spaced so that each job carries enough items for the workers to keep up; when
+the next batch may go is decided by :class:`receiver.pacing.Pacing`, a pure function of the clock,
+given the backlog the last write reported, and asked again whenever an item arrives.
 
 The write itself is blocking code (RQ and redis-py's sync client), run on dedicated threads so
 that the event loop never blocks; two writes may be in flight at once.
@@ -28,21 +24,19 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from callstate.connection import describe_error
 from callstate.errors import StoreUnavailable
 from callstate.logs import log_event
+from receiver.pacing import Pacing
 
 logger = logging.getLogger("callstate.web")
 
 #: Writes a batch; returns how many jobs are waiting in the queue afterwards, if it knows.
 Writer = Callable[[Sequence[dict[str, Any]]], int | None]
-
-#: More jobs than this waiting in the queue means the workers are behind.
-BEHIND: Final = 2
 
 
 class GroupCommit:
@@ -61,9 +55,7 @@ class GroupCommit:
     ) -> None:
         self._writer = writer
         self._max_batch = max_batch
-        self._min_interval = min_interval
-        self._behind_interval = max(behind_interval, min_interval)
-        self._behind_batch = min(behind_batch, max_batch)
+        self._pacing = Pacing(max_batch, min_interval, behind_interval, behind_batch)
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -76,6 +68,11 @@ class GroupCommit:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
         #: Jobs waiting in the queue after the last write (0 until a writer says otherwise).
         self.backlog = 0
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet handed to the writer."""
+        return len(self._pending)
 
     async def submit(self, item: dict[str, Any]) -> None:
         """Return once ``item`` is in Redis; raise :class:`StoreUnavailable` if it could not be."""
@@ -110,21 +107,15 @@ class GroupCommit:
         self._slots.release()
 
     async def _pace(self, loop: asyncio.AbstractEventLoop, last_write: float) -> None:
-        """Wait until the batch's time has come (see the module docstring): ``min_interval``
-        after the last write; while the workers are behind, then also until ``behind_batch``
-        items are in hand or ``behind_interval`` has passed. A full batch never waits."""
-        await self._fill(loop, last_write + self._min_interval, self._max_batch)
-        if self.backlog > BEHIND:
-            await self._fill(loop, last_write + self._behind_interval, self._behind_batch)
-
-    async def _fill(self, loop: asyncio.AbstractEventLoop, deadline: float, enough: int) -> None:
-        while len(self._pending) < enough and not self._closing:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+        """Wait until :class:`Pacing` says the batch's time has come, asking again whenever an
+        item arrives or the wait ends; closing ends it at once (what is pending is written)."""
+        while not self._closing:
+            delay = self._pacing.delay(loop.time(), last_write, len(self._pending), self.backlog)
+            if delay <= 0:
                 return
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                await asyncio.wait_for(self._wakeup.wait(), delay)
 
     async def _write(
         self, loop: asyncio.AbstractEventLoop, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]

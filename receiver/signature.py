@@ -180,20 +180,10 @@ class Keyring:
             )
         return keys
 
-    def tokens_for(self, account_sid: str | None) -> tuple[str, ...]:
-        """Return the tokens to try for a request from ``account_sid``, in the order they are tried.
-
-        A listed subaccount gets its own token alone; anything else gets the primary token, then the
-        previous one if set.
-        """
-        if account_sid is not None and account_sid in self.subaccounts:
-            return (self.subaccounts[account_sid],)
-        if self.previous is None or self.previous == self.primary:
-            return (self.primary,)
-        return (self.primary, self.previous)
-
     def _keys_for(self, account_sid: str | None) -> tuple[hmac.HMAC, ...]:
-        """The pre-keyed HMACs matching :meth:`tokens_for`; callers must ``.copy()`` before use."""
+        """The pre-keyed HMACs to try for a request from ``account_sid``, in the order they are
+        tried: a listed subaccount's token alone; for anything else the primary token, then the
+        previous one if set. Callers must ``.copy()`` a key before use."""
         if account_sid is None:
             return self._default_keys
         return self._subaccount_keys.get(account_sid, self._default_keys)
@@ -230,8 +220,9 @@ def verify(
     ``url`` is the public URL Twilio called, query string as received; for a GET it carries Twilio's
     parameters and ``params`` is empty. ``params`` are the decoded form parameters, all of them
     (Twilio adds parameters without notice). ``signature`` is the header value, ``None`` if absent.
-    ``account_sid`` (the request's ``AccountSid``) selects the token (:meth:`Keyring.tokens_for`);
-    choosing it from the unverified body is safe because the signature covers it.
+    ``account_sid`` (the request's ``AccountSid``) selects the tokens: a listed subaccount's own token
+    alone, any other account the primary token, then the previous one. Choosing them from the
+    unverified body is safe because the signature covers it.
     ``signature_settings`` is the ``X-Twilio-Webhooks-Signature-Settings`` header, ``None`` if absent:
     when it names a key, that SharedKey and the named algorithm replace the auth tokens and HMAC-SHA1
     (same string to sign: docs/twilio.md, "SharedKey signatures").

@@ -1,5 +1,10 @@
 """Fixtures shared by every test: a real redis-server started for the session, flushed per test,
-and a real Redis Cluster for the tests that ask for one."""
+and a real Redis Cluster for the tests that ask for one.
+
+Also hypothesis's defaults for the whole suite, loaded here so that every ``settings(...)`` a test
+module builds inherits them: no per-example deadline and no "too slow" health check, because CI is
+a busy 2-core machine where a scheduler pause is not a bug (hypothesis would report it as one).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 from redis.cluster import RedisCluster
 
 from tests.rediscluster import RedisClusterServer
 from tests.redisserver import RedisServer
+
+settings.register_profile("callstate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("callstate")
 
 
 @pytest.fixture(scope="session")

@@ -70,8 +70,11 @@ def callstate(*args: str, cwd: Path | str | None = None, **env: str) -> subproce
     )
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds (no fixed sleeps)."""
+def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds (no fixed sleeps).
+
+    The default is generous on purpose: starting a Python process on a busy 2-core CI machine can
+    take seconds, and the deadline only bounds how long a real failure takes to report."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

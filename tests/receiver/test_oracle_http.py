@@ -40,8 +40,8 @@ settings.register_profile(
     max_examples=max(100, _EXTRA_EXAMPLES),
     deadline=None,
     # One TestClient (module fixture) and a per-test Redis serve every example; each example
-    # starts from an empty database.
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    # starts from an empty database. A busy CI machine is not a slow strategy (tests/conftest.py).
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     # make test: the same examples every run, nothing written to .hypothesis/; make fuzz: explore.
     derandomize=not _EXTRA_EXAMPLES,
     **({} if _EXTRA_EXAMPLES else {"database": None}),

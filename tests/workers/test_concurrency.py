@@ -31,13 +31,19 @@ def test_concurrent_workers_reach_exactly_the_expected_states(
     deliveries += [redelivered(rng.choice(deliveries), n) for n in range(len(deliveries) // 3)]
     rng.shuffle(deliveries)
     queue = make_queue(redis_client, "callstate")
-    # Small jobs, so that the workers really interleave on the same calls.
-    for start in range(0, len(deliveries), 5):
-        enqueue_events(queue, [event.to_wire() for event in deliveries[start : start + 5]])
-
     env = environment(REDIS_URL=redis_server.url)
     workers = [Process(f"worker{n}", procfile()["worker"], env, tmp_path) for n in range(3)]
     try:
+        # Every worker waits in its blocking dequeue before the first job is pushed: Redis hands
+        # the first pushes to the blocked clients in turn, so each worker gets work however slowly
+        # a loaded machine started it.
+        wait_until(
+            lambda: int(redis_client.info("clients")["blocked_clients"]) >= len(workers),
+            what="three workers waiting for jobs",
+        )
+        # Small jobs, so that the workers really interleave on the same calls.
+        for start in range(0, len(deliveries), 5):
+            enqueue_events(queue, [event.to_wire() for event in deliveries[start : start + 5]])
         wait_until(lambda: queue.count == 0, timeout=120, what="the queue to drain")
         expected = {sid: reduce(sid, history).to_json() for sid, history in calls.items()}
 

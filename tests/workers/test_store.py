@@ -132,7 +132,11 @@ class TestApply:
         assert redis_client.hlen(keys.orphan_recording(sid)) == 1
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data(), history=call_histories())
 def test_any_order_any_duplicates_any_batching_same_store(
     redis_client: redis.Redis, data: st.DataObject, history: tuple[str, list[Event]]

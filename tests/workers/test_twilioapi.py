@@ -7,7 +7,6 @@ garbage, per CallSid, and records every request. The sweep's tests use it too.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,11 +140,11 @@ class TestErrors:
         assert (error.status, error.credentials, error.transient) == (status, True, False)
 
     def test_a_timeout_is_transient_and_quick(self, twilio: FakeTwilio) -> None:
-        """A server that does not answer within the client timeout gives a transient error, promptly."""
+        """A server that does not answer gives a transient "timeout" error: the client gave up at its
+        own timeout, since the fake holds the request for 10 s and then closes it unanswered (which
+        would be a "connection failed")."""
         twilio.hang(CALL)
-        started = time.monotonic()
         error = error_of(client(twilio))
-        assert time.monotonic() - started < 5 * TIMEOUT
         assert (error.status, error.reason, error.transient) == (None, "timeout", True)
 
     def test_a_refused_connection_is_transient(self) -> None:
