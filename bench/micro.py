@@ -11,7 +11,10 @@ comments compare, on the terminal StatusCallback of the bench's traffic
   ``urllib.parse.unquote_plus``;
 * the request's log line: :class:`callstate.logs.LineBuffer` (a string appended, written in
   batches) against a record through ``logging`` with callstate's JSON formatter, both writing to
-  memory so that the terminal or the disk is not what is measured.
+  memory so that the terminal or the disk is not what is measured;
+* what the deployment's counters (:mod:`callstate.counters`) add: per callback, per group-commit
+  batch, per batch that carries counts (its HINCRBYs queued and encoded, not sent), and a worker
+  job's counts.
 
 Each figure is this process's CPU time per call (``time.process_time``), in microseconds, the best
 of 7 ``timeit`` repeats: CPU time, so that other processes on a busy machine do not count (they still
@@ -28,6 +31,10 @@ import timeit
 from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
+from redis import Redis
+from redis.connection import Connection
+
+from callstate.counters import Tally, add_lags, callback_field, hincrby_all
 from callstate.logs import JSONFormatter, LineBuffer, log_event
 from callstate.traffic import answered_call
 from receiver import form
@@ -92,10 +99,47 @@ def log_lines() -> list[tuple[str, float]]:
     ]
 
 
+def counting() -> list[tuple[str, float]]:
+    tally = Tally()
+    endpoint = object()
+    accepted = {endpoint: callback_field("call-status", 204)}  # as receiver.app.Receiver keeps them
+    client, connection = Redis(), Connection()  # neither connects: commands are only encoded
+
+    def encoded(counts: dict[str, int]) -> None:
+        pipe = client.pipeline(transaction=False)
+        hincrby_all(pipe, counts)
+        connection.pack_commands([args for args, _ in pipe.command_stack])
+
+    def carry() -> None:
+        tally.add(accepted[endpoint], 30)
+        tally.add("callbacks:call-status:403")
+        encoded(tally.take())
+
+    job = {"events:new": 6, "events:duplicate": 1, "state_changes:ringing": 2}
+    job |= {"state_changes:completed": 3, "lag_bucket:0.01": 4, "lag_bucket:0.025": 3, "lag_sum_us": 70_000}
+    received = [time.time() - 0.01] * 100
+
+    def lags() -> None:
+        add_lags({}, [time.time() - at for at in received])
+
+    tally.take()
+    empty = best_us(lambda: encoded({}), 5_000)  # a pipeline with nothing in it, subtracted
+    return [
+        ("metrics: a callback counted (Tally.add)", best_us(lambda: tally.add(accepted[endpoint]), 200_000)),
+        (
+            "metrics: a batch carrying nothing (Tally.take)",
+            best_us(lambda: tally.take(older_than=9), 200_000),
+        ),
+        ("metrics: a batch carrying 2 counters", best_us(carry, 5_000) - empty),
+        ("metrics: a worker job's 7 counters", best_us(lambda: encoded(job), 5_000) - empty),
+        ("metrics: an event's lag (per event)", best_us(lags, 2_000) / len(received)),
+    ]
+
+
 def main() -> None:
     body = terminal_body()
     print(f"terminal StatusCallback: {len(body)} bytes, {len(form.parse_form(body))} parameters")
-    rows = decoding(body) + log_lines()
+    rows = decoding(body) + log_lines() + counting()
     width = max(len(name) for name, _ in rows)
     for name, micros in rows:
         print(f"{name:<{width}}  {micros:6.1f} us")

@@ -107,7 +107,7 @@ class InvalidQuery(BadRequest):
 
 
 class Unauthorized(RequestRejected):
-    """A read API request without a valid, unexpired read token (HTTP 401)."""
+    """A read API or /metrics request without valid credentials (HTTP 401)."""
 
     status_code = 401
 

@@ -102,7 +102,9 @@ async def metrics_endpoint(request: Request) -> Response:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     expected = settings.metrics_token.encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise Unauthorized("metrics need Authorization: Bearer <METRICS_TOKEN>")
+        raise Unauthorized(
+            "metrics need Authorization: Bearer <METRICS_TOKEN>", {"WWW-Authenticate": "Bearer"}
+        )
     read = partial(metrics.read, resources.redis, resources.reader, queue_name=settings.queue_name)
     figures = await run_in_threadpool(read)
     return Response(prometheus_text(figures), media_type=CONTENT_TYPE)

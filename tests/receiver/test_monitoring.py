@@ -185,6 +185,7 @@ class TestEndpoint:
         headers = {} if authorization is None else {"authorization": authorization}
         response = make_client(metrics_token=METRICS_TOKEN).get("/metrics", headers=headers)
         assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
         assert "callstate_" not in response.text
 
     def test_with_the_token_it_answers_the_prometheus_text(self, make_client: Any) -> None:
