@@ -62,14 +62,14 @@ class CallbackEndpoint:
                 raise UnsupportedMediaType(f"callbacks must be {FORM}")
             if not signature:
                 _unsigned(resources)
-            params = _parse_signed(body)
+            params = _parse_signed(resources, body)
             signed = params
         else:
             if not signature:
                 _unsigned(resources)
             # GET: Twilio appended the parameters to the URL and signed the whole URL (reference
             # 3.3), so they are read from the query and no body parameters are signed.
-            params = _parse_signed(scope.get("query_string", b""))
+            params = _parse_signed(resources, scope.get("query_string", b""))
             signed = []
         url = public_url(scope, settings.public_base_url, resources.trusted)
         fields, fault = scan_callback(self.kind, params)
@@ -125,13 +125,15 @@ def _unsigned(resources: Resources) -> NoReturn:
     raise error
 
 
-def _parse_signed(data: bytes) -> list[tuple[str, str]]:
+def _parse_signed(resources: Resources, data: bytes) -> list[tuple[str, str]]:
     """Decode the signed parameters. Undecodable ones cannot be checked against the signature
     (Twilio signs decoded values), so they are a 403 like any unverifiable request, not a 400."""
     try:
         return parse_form(data)
     except InvalidCallback as exc:
-        raise InvalidSignature(f"signature cannot be verified: {exc.reason}", code="undecodable") from None
+        error = InvalidSignature(f"signature cannot be verified: {exc.reason}", code="undecodable")
+        resources.rejections.report(error, None)
+        raise error from None
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:

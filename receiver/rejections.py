@@ -65,20 +65,20 @@ def likely_cause(error: InvalidSignature, attempt: Attempt | None) -> str:
     """The most likely reason a callback was refused, in words an operator can act on.
 
     ``attempt`` is ``None`` when the request was refused before a URL was checked (no signature
-    header). Otherwise the URLs the request may have been signed for are tried in turn: the one its
-    own ``Host`` and forwarded headers describe, the checked URL with the other scheme, with a
-    trailing slash toggled. A match names the part that differs; no match leaves the key or a
-    forgery.
+    header, parameters that cannot be decoded). Otherwise the URLs the request may have been
+    signed for are tried in turn: the one its own ``Host`` and forwarded headers describe, the
+    checked URL with the other scheme, with a trailing slash toggled. A match names the part that
+    differs; no match leaves the key or a forgery.
     """
     code, reason = error.code, error.reason
-    if attempt is None or code == "missing":
-        return "no X-Twilio-Signature header: not sent by Twilio, or a proxy dropped the header"
+    if code == "undecodable":
+        return f"the parameters cannot be decoded ({reason}): not sent by Twilio"
     if code in ("unknown_key", "unknown_algorithm"):
         return "signed with a Webhook SharedKey that TWILIO_SHARED_KEYS lacks: add <key id>:<secret>"
     if code == "malformed":
         return "the signature is not of the algorithm its headers imply: not sent by Twilio"
-    if code == "undecodable":
-        return f"the parameters cannot be decoded ({reason}): not sent by Twilio"
+    if attempt is None or code == "missing":
+        return "no X-Twilio-Signature header: not sent by Twilio, or a proxy dropped the header"
     for candidate, explain in _candidates(attempt):
         if candidate != attempt.url and _matches(attempt, candidate):
             return f"the signature matches {redact(candidate)}: {explain}"

@@ -103,6 +103,10 @@ class TestLikelyCause:
         found = likely_cause(InvalidSignature("signature does not match"), attempt)
         assert found.startswith("no URL variant matches: the auth token or key is not the one Twilio used")
 
+    def test_undecodable_parameters(self) -> None:
+        error = InvalidSignature("signature cannot be verified: invalid UTF-8", code="undecodable")
+        assert likely_cause(error, None).startswith("the parameters cannot be decoded (signature")
+
     def test_missing_header(self) -> None:
         missing = InvalidSignature("X-Twilio-Signature header is missing", code="missing")
         assert "not sent by Twilio" in likely_cause(missing, None)
