@@ -220,6 +220,8 @@ class Follower:
         self.position = position
         self.remember = remember
         self.connected = True
+        #: Whether the last poll read as many entries as it asked for: more were waiting.
+        self.saturated = False
         self._sleep = sleep
         self._failures = 0
         self._seen: OrderedDict[str, int] = OrderedDict()
@@ -236,11 +238,13 @@ class Follower:
             entries = self.reader.changes(self.position, count=count, block=block)
         except (RedisConnectionError, RedisTimeoutError):
             self.connected = False
+            self.saturated = False
             self._sleep(min(5.0, 0.1 * 2**self._failures))
             self._failures = min(self._failures + 1, 10)
             return []
         self.connected = True
         self._failures = 0
+        self.saturated = len(entries) >= count
         if entries:
             self.position = entries[-1].id
         return [change for change in entries if self.fresh(change)]

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -76,6 +77,10 @@ def routes() -> list[Route]:
     """The page's routes, to add to the web app. Reads its files now, once, not per request."""
     page = _asset("dashboard.html")
     static = {name: (_asset(name), kind) for name, kind in _STATIC_TYPES.items()}
+    snapshots = Snapshots()
+
+    async def data(request: Request) -> Response:
+        return await _data(request, snapshots)
 
     async def dashboard(request: Request) -> Response:
         """The page, or the token exchange, or the 401 form."""
@@ -165,7 +170,32 @@ def _integer(request: Request, name: str, default: int, low: int, high: int) -> 
     return int(raw)
 
 
-async def data(request: Request) -> Response:
+class Snapshots:
+    """The answers of ``/dashboard/data`` of the last ``ttl`` seconds, by query, shared by the
+    pages this process serves: however many pages are open, a list is read at most once per
+    ``ttl``. A page loses nothing by an answer up to ``ttl`` old: its rows take newer statuses
+    from the stream, and the stream replays from the (older) position in the answer."""
+
+    def __init__(self, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic, size: int = 64) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.size = size
+        self._answers: dict[tuple[str, int, int], tuple[float, bytes]] = {}
+
+    def get(self, query: tuple[str, int, int]) -> bytes | None:
+        found = self._answers.get(query)
+        return found[1] if found is not None and found[0] > self.clock() else None
+
+    def put(self, query: tuple[str, int, int], body: bytes) -> None:
+        if len(self._answers) >= self.size:
+            now = self.clock()
+            self._answers = {q: a for q, a in self._answers.items() if a[0] > now}
+            if len(self._answers) >= self.size:
+                self._answers.clear()
+        self._answers[query] = (self.clock() + self.ttl, body)
+
+
+async def _data(request: Request, snapshots: Snapshots) -> Response:
     """The counts and one page of a list, and the stream position they were read at."""
     reader = _authorize(request).reader
     view = request.query_params.get("view", "recent")
@@ -174,8 +204,12 @@ async def data(request: Request) -> Response:
         raise InvalidQuery(f"view must be one of {choices}", field="view")
     offset = _integer(request, "offset", 0, 0, MAX_OFFSET)
     limit = _integer(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
-    body = await run_in_threadpool(snapshot, reader, view, offset, limit)
-    return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+    query = (view, offset, limit)
+    body = snapshots.get(query)
+    if body is None:
+        body = orjson.dumps(await run_in_threadpool(snapshot, reader, view, offset, limit))
+        snapshots.put(query, body)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 def snapshot(reader: Reader, view: str, offset: int, limit: int) -> dict[str, Any]:

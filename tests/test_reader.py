@@ -215,6 +215,16 @@ class TestFollower:
         follower = Follower(Reader(redis_client), "0-0")
         assert [(c.version, c.status) for c in follower.poll(block=1)] == [(1, "initiated"), (2, "ringing")]
 
+    def test_a_full_read_says_more_was_waiting(self, redis_client: redis.Redis, store: Store) -> None:
+        """`saturated` is true when a poll read as many entries as it asked for, false after."""
+        for n in range(3):
+            store.apply(progress(call_sid(n), "initiated"))
+        follower = Follower(Reader(redis_client), "0-0")
+        assert len(follower.poll(block=1, count=2)) == 2
+        assert follower.saturated
+        assert len(follower.poll(block=1, count=2)) == 1
+        assert not follower.saturated
+
     def test_a_redis_restart_costs_a_pause_and_nothing_else(self, tmp_path: Path) -> None:
         """Polls while Redis is down return [] after a pause; after the restart the follower goes
         on from the same position: changes made before and after it arrive once each."""

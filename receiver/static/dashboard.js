@@ -202,7 +202,7 @@
       state.lastId = event.lastEventId;
       applyChanges(JSON.parse(event.data));
     });
-    source.addEventListener("reset", () => refresh());
+    source.addEventListener("reset", () => scheduleRefresh()); // at most one read a second
     source.addEventListener("status", (event) => {
       const { connected } = JSON.parse(event.data);
       setLive(connected ? "Live: changes appear as they happen." : "Live, but the server lost Redis: waiting for it.");

@@ -20,7 +20,7 @@ from callstate.event import parse_callback
 from callstate.reader import Reader
 from callstate.settings import Settings
 from receiver.app import create_app
-from receiver.dashboard import COOKIE
+from receiver.dashboard import COOKIE, Snapshots
 from tests.redisserver import RedisServer
 from tests.twiliosign import TOKEN, call_params, call_sid
 from workers.store import Store
@@ -235,6 +235,26 @@ class TestData:
         answer = signed_in.get(path, params=params)
         assert answer.status_code == 400
         assert field in answer.text
+
+
+class TestSnapshots:
+    def test_an_answer_is_shared_for_its_ttl_then_read_again(self) -> None:
+        """Within ttl seconds the same query gets the stored answer; after, none (read again)."""
+        now = [100.0]
+        snapshots = Snapshots(ttl=1.0, clock=lambda: now[0])
+        snapshots.put(("recent", 0, 50), b"first")
+        now[0] += 0.9
+        assert snapshots.get(("recent", 0, 50)) == b"first"
+        assert snapshots.get(("active", 0, 50)) is None
+        now[0] += 0.2
+        assert snapshots.get(("recent", 0, 50)) is None
+
+    def test_it_never_holds_more_than_its_size(self) -> None:
+        """Answers of many different queries do not pile up."""
+        snapshots = Snapshots(ttl=60, clock=lambda: 0.0, size=4)
+        for offset in range(10):
+            snapshots.put(("recent", offset, 50), b"x")
+        assert len(snapshots._answers) <= 4
 
 
 class TestFiles:

@@ -116,13 +116,51 @@ class TestLiveFeed:
 
         asyncio.run(scenario())
 
+    def test_a_stream_faster_than_the_feed_is_skipped_and_pages_reload(
+        self, redis_server: RedisServer, redis_client: redis.Redis
+    ) -> None:
+        """A read that comes back full (more waiting) makes the feed jump to the stream's end and
+        send Reset, instead of reading everything; later changes then come as usual."""
+
+        async def scenario() -> None:
+            client = redis.Redis.from_url(redis_server.url, socket_timeout=BLOCK + 5)
+            feed = LiveFeed(Reader(client), block=BLOCK, interval=0.5, batch=3)
+            try:
+                async with feed.subscribe() as page:
+                    # Five changes at once (one MULTI), more than one read of 3 takes.
+                    pipe = redis_client.pipeline(transaction=True)
+                    for n in range(5):
+                        pipe.xadd(
+                            keys.CHANGES, {"call": call_sid(n), "version": 1, "status": "queued", "final": 0}
+                        )
+                    await asyncio.to_thread(pipe.execute)
+                    assert isinstance(await next_batch(page), Reset)
+                    await asyncio.to_thread(write, redis_client, call_sid(9), "ringing", 1)
+                    batch = await next_batch(page)
+                    assert isinstance(batch, Batch)
+                    assert [c.call_sid for c in batch.changes] == [call_sid(9)]
+            finally:
+                await feed.aclose()
+                client.close()
+
+        asyncio.run(scenario())
+
+    def test_a_batch_keeps_the_latest_change_of_each_call(self) -> None:
+        """Pages show the latest state: of several changes of a call in one read, the last one."""
+        changes = [
+            Change("1-0", call_sid(1), 1, "initiated", False),
+            Change("1-1", call_sid(2), 1, "initiated", False),
+            Change("1-2", call_sid(1), 2, "ringing", False),
+        ]
+        assert livefeed._latest(changes) == [changes[1], changes[2]]
+
     def test_a_page_that_falls_behind_is_told_to_reset_and_others_are_not(self) -> None:
         """A full queue is emptied and replaced by one Reset; other pages keep every batch."""
         slow, quick = Subscription(), Subscription()
         change = Change("1-0", call_sid(1), 1, "ringing", False)
         for _ in range(livefeed.QUEUE + 1):
-            slow.offer(Batch([change]))
-            quick.offer(Batch([change]))
+            slow.offer(Batch([change], b""))
+            quick.offer(Batch([change], b""))
             if not quick.queue.empty():
                 quick.queue.get_nowait()
         assert slow.queue.qsize() == 1
