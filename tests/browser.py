@@ -75,9 +75,9 @@ class Browser:
         self.collect()
         return [m["params"]["request"]["url"] for m in self.network if "request" in m["params"]]
 
-    def request_headers(self, url_part: str) -> list[dict[str, str]]:
-        """The headers sent with each request whose URL contains ``url_part`` (as sent on the
-        wire, where Chromium reports them separately)."""
+    def requests(self, url_part: str) -> list[tuple[str, dict[str, str]]]:
+        """(URL, headers as sent on the wire) of each request whose URL contains ``url_part``;
+        Chromium reports the headers in an event of their own."""
         self.collect()
         urls = {
             m["params"]["requestId"]: m["params"]["request"]["url"]
@@ -85,7 +85,7 @@ class Browser:
             if "request" in m["params"]
         }
         return [
-            {name.lower(): value for name, value in m["params"]["headers"].items()}
+            (urls[m["params"]["requestId"]], {k.lower(): v for k, v in m["params"]["headers"].items()})
             for m in self.network
             if m["method"] == "Network.requestWillBeSentExtraInfo"
             and url_part in urls.get(m["params"]["requestId"], "")

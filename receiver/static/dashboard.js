@@ -47,6 +47,13 @@
     return node;
   }
 
+  // Whether stream ID a ("1700000000000-3") comes after b.
+  function later(a, b) {
+    const [am, as] = a.split("-").map(Number);
+    const [bm, bs] = b.split("-").map(Number);
+    return am > bm || (am === bm && as > bs);
+  }
+
   const text = (value) => (value === null || value === undefined || value === "" ? "–" : String(value));
   const number = (value) => (typeof value === "number" ? value.toLocaleString("en") : "–");
 
@@ -97,6 +104,9 @@
       render(data);
       setProblem(null);
       if (!state.source) connect(data.position);
+      // The server shares an answer among pages for a second: one read before the last change
+      // this page saw is stale, so read again (still at most once a second).
+      if (state.lastId && later(state.lastId, data.position)) state.again = true;
     } catch (error) {
       setProblem(`Could not read the calls: ${error.message}`);
     } finally {
