@@ -35,6 +35,7 @@ from callstate.errors import ConfigError
 from callstate.event import CALL_SID
 from callstate.progress import Progress
 from callstate.settings import Settings
+from callstate.tokens import MAX_TTL
 
 if TYPE_CHECKING:
     from callstate import simulation, simulator
@@ -335,6 +336,19 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _ttl(raw: str) -> int:
+    """``--ttl``: whole seconds, 1 to 30 days (callstate.tokens.MAX_TTL)."""
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be whole seconds, got {raw!r}") from None
+    if ttl <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {ttl}")
+    if ttl > MAX_TTL:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TTL} seconds (30 days), got {ttl}")
+    return ttl
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="callstate", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -357,7 +371,9 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     token = commands.add_parser("token", help="print a read token for the read API")
-    token.add_argument("--ttl", type=_positive(int), default=24 * 3600, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl", type=_ttl, default=24 * 3600, help="lifetime in seconds (at most 2592000: 30 days)"
+    )
     token.set_defaults(run=_token)
 
     sweep = commands.add_parser(

@@ -30,7 +30,9 @@ APPLY_EVENTS: Final = "workers.jobs.apply_events"
 #: a dead worker may hold for a minute. Later ones back off (RQ's scheduler runs in every worker).
 RETRY_INTERVALS: Final = (0, 5, 30, 120, 600)
 
-#: Failed jobs stay in RQ's failed registry this long, for `callstate requeue-failed`.
+#: Failed jobs stay in RQ's failed registry this long at most, for `callstate requeue-failed`.
+#: They hold their callbacks, phone numbers included: never longer than the store keeps calls
+#: (:func:`failure_ttl`; README.md, "Redis access").
 FAILURE_TTL: Final = 14 * 86_400
 
 #: A batch of events takes milliseconds; a job running this long is stuck and RQ stops it.
@@ -54,17 +56,23 @@ def make_queue(connection: Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=OrjsonSerializer)
 
 
+def failure_ttl(retention_seconds: int) -> int:
+    """Seconds a failed job is kept: :data:`FAILURE_TTL`, or the store's retention if shorter."""
+    return min(FAILURE_TTL, retention_seconds)
+
+
 def enqueue_batch(
     queue: Queue,
     events: Sequence[dict[str, Any]],
     timeout: int = JOB_TIMEOUT,
     counts: Mapping[str, int] | None = None,
+    failed_ttl: int = FAILURE_TTL,
 ) -> int:
     """Enqueue one job applying ``events`` in one round trip; return how many jobs are then
     waiting in the queue (the group commit slows down when the workers are behind). ``counts``
     are added to the deployment's counters (:mod:`callstate.counters`) in the same MULTI/EXEC."""
     with queue.connection.pipeline() as pipe:
-        enqueue_events(queue, events, pipe, timeout)
+        enqueue_events(queue, events, pipe, timeout, failed_ttl)
         if counts:
             hincrby_all(pipe, counts)
         pipe.llen(queue.key)
@@ -76,15 +84,17 @@ def enqueue_events(
     events: Sequence[dict[str, Any]],
     pipeline: Pipeline | None = None,
     timeout: int = JOB_TIMEOUT,
+    failed_ttl: int = FAILURE_TTL,
 ) -> Job:
-    """Enqueue one job applying ``events``; returns when Redis has it.
+    """Enqueue one job applying ``events``; returns when Redis has it. If it fails for good, RQ
+    keeps it ``failed_ttl`` seconds (the web process passes :func:`failure_ttl` of its retention).
 
     With ``pipeline`` the commands join it and the caller executes it; without, they go in one
     MULTI/EXEC round trip of their own (RQ alone would use two).
     """
     if pipeline is None:
         with queue.connection.pipeline() as own:
-            job = enqueue_events(queue, events, own, timeout)
+            job = enqueue_events(queue, events, own, timeout, failed_ttl)
             own.execute()
             return job
     return queue.enqueue_call(
@@ -96,7 +106,7 @@ def enqueue_events(
         # An event queue must never drop work: no TTL while queued, no result kept after success.
         ttl=None,
         result_ttl=0,
-        failure_ttl=FAILURE_TTL,
+        failure_ttl=failed_ttl,
         retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
         pipeline=pipeline,
     )

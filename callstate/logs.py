@@ -12,7 +12,9 @@ writes and flushes each line (bench/RESULTS.md, "Micro-measurements").
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -21,6 +23,8 @@ from typing import Any, Final, TextIO
 import orjson
 
 _FIELDS: Final = "callstate_fields"
+#: What makes a console value ambiguous: it would split into two fields or need unquoting.
+_NOT_PLAIN: Final = re.compile(r'[\s"=\\]')
 
 
 def render_json(created: float, level: str, logger: str, event: str, fields: Mapping[str, object]) -> str:
@@ -31,10 +35,26 @@ def render_json(created: float, level: str, logger: str, event: str, fields: Map
 
 
 def render_console(created: float, level: str, logger: str, event: str, fields: Mapping[str, object]) -> str:
-    """``12:00:00 info  callstate.web request method=POST status=204 ...`` for humans."""
-    pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+    """``12:00:00 info  callstate.web request method=POST status=204 ...`` for humans.
+
+    Always one line, whatever the fields hold: a value a client chose (a path with ``%0A`` in it)
+    must not start a line of its own that reads like ours. See :func:`console_value`.
+    """
+    pairs = " ".join(f"{key}={console_value(value)}" for key, value in fields.items())
     clock = time.strftime("%H:%M:%S", time.localtime(created))
-    return f"{clock} {level:5} {logger} {event} {pairs}".rstrip()
+    # The event is a message (uvicorn's have spaces): quoted only when it could break the line.
+    message = event if event.isprintable() else json.dumps(event)
+    return f"{clock} {level:5} {logger} {message} {pairs}".rstrip()
+
+
+def console_value(value: object) -> str:
+    """``value`` as written in a console line: as is when it is plain (printable, no space, quote,
+    ``=`` or backslash), else as a JSON string literal in ASCII, which escapes line breaks of every
+    kind (``\\n``, ``\\u2028``, ``\\x85``) and control characters, and keeps the text readable."""
+    text = str(value)
+    if text.isprintable() and not _NOT_PLAIN.search(text):
+        return text
+    return json.dumps(text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from callstate.errors import ConfigError
 from callstate.event import ACCOUNT_SID
+from callstate.tokens import MIN_SECRET_KEY
 
 #: Twilio keeps phone numbers 120 days at most; so do we (docs/twilio.md, "Retention of phone numbers").
 MAX_RETENTION_DAYS: Final = 120
@@ -181,6 +182,7 @@ class Settings:
     public_base_url: str | None = setting("PUBLIC_BASE_URL", None, public_base_url)
     #: Peers whose X-Forwarded-Proto/-Host are believed (uvicorn's variable and syntax).
     forwarded_allow_ips: str = setting("FORWARDED_ALLOW_IPS", "127.0.0.1", forwarded_allow_ips)
+    #: At least 32 characters (tokens.MIN_SECRET_KEY); unset, the read API is off.
     secret_key: str = setting("SECRET_KEY", "", secret=True)
     #: The bearer token GET /metrics asks for; unset, /metrics is 404.
     metrics_token: str = setting("METRICS_TOKEN", "", secret=True)
@@ -219,6 +221,13 @@ class Settings:
     retry_after: int = 5
 
     def __post_init__(self) -> None:
+        if self.secret_key and len(self.secret_key) < MIN_SECRET_KEY:
+            # Never echoes the key; says how to make a good one.
+            raise ConfigError(
+                "SECRET_KEY",
+                f"must be at least {MIN_SECRET_KEY} characters; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
         if self.redis_tls_ca_file is not None and self.redis_tls_verify == "none":
             raise ConfigError("REDIS_TLS_CA_FILE", "is set but REDIS_TLS_VERIFY=none checks nothing")
 

@@ -19,6 +19,12 @@ _SALT: Final = "callstate.read"
 
 #: Default lifetime of a token printed by ``callstate token``.
 DEFAULT_TTL: Final = 24 * 3600
+#: The longest lifetime a token may have: a leaked token is revoked only by rotating SECRET_KEY
+#: (which revokes every token), so none may outlive this by much.
+MAX_TTL: Final = 30 * 86_400
+#: The shortest SECRET_KEY accepted: 32 characters of a random string (``secrets.token_urlsafe``)
+#: carry 192 bits; a short, human-chosen key can be guessed offline from one token.
+MIN_SECRET_KEY: Final = 32
 
 
 def _serializer(secret_key: str) -> URLSafeSerializer:
@@ -26,16 +32,22 @@ def _serializer(secret_key: str) -> URLSafeSerializer:
 
 
 def issue(secret_key: str, ttl: int = DEFAULT_TTL, now: Callable[[], float] = time.time) -> str:
-    """A read token valid for ``ttl`` seconds from ``now()``."""
+    """A read token valid for ``ttl`` seconds from ``now()``; ``ttl`` is 1 to :data:`MAX_TTL`, and
+    ``secret_key`` at least :data:`MIN_SECRET_KEY` characters (``ValueError`` otherwise)."""
     if not secret_key:
         raise ValueError("SECRET_KEY is empty")
-    if ttl <= 0:
-        raise ValueError("ttl must be positive")
+    if len(secret_key) < MIN_SECRET_KEY:
+        raise ValueError(f"SECRET_KEY is shorter than {MIN_SECRET_KEY} characters")
+    if not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"ttl must be between 1 and {MAX_TTL} seconds (30 days)")
     return _serializer(secret_key).dumps({"exp": int(now()) + ttl})
 
 
 def check(secret_key: str, token: str, now: Callable[[], float] = time.time) -> None:
-    """Return if ``token`` is a valid, unexpired read token; raise :class:`Unauthorized` if not."""
+    """Return if ``token`` is a valid, unexpired read token; raise :class:`Unauthorized` if not.
+
+    A token that would expire more than :data:`MAX_TTL` from now is refused as well: it was not
+    issued by :func:`issue` (or the clock went back by weeks)."""
     if not secret_key:
         raise Unauthorized("read API disabled: SECRET_KEY is not set")
     if not token:
@@ -47,5 +59,8 @@ def check(secret_key: str, token: str, now: Callable[[], float] = time.time) -> 
     expires = payload.get("exp") if isinstance(payload, dict) else None
     if not isinstance(expires, int):
         raise Unauthorized("read token is invalid")
-    if expires <= now():
+    current = now()
+    if expires <= current:
         raise Unauthorized("read token has expired")
+    if expires > current + MAX_TTL:
+        raise Unauthorized("read token lives longer than 30 days")

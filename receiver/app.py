@@ -34,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 from callstate.connection import connect, describe_error
 from callstate.counters import ENDPOINTS, Tally, callback_field, signature_field
 from callstate.errors import InvalidSignature, MethodNotAllowed, RequestRejected, StoreUnavailable
-from callstate.jobqueue import make_queue
+from callstate.jobqueue import failure_ttl, make_queue
 from callstate.logs import LineBuffer
 from callstate.reader import Reader
 from callstate.settings import Settings
@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None) -> Receiver:
         )
         queue = make_queue(commit_redis, settings.queue_name)
         commit = GroupCommit(
-            monitoring.counting_writer(tally, queue, settings.job_timeout),
+            monitoring.counting_writer(
+                tally, queue, settings.job_timeout, failed_ttl=failure_ttl(settings.retention_seconds)
+            ),
             in_flight=COMMIT_CONNECTIONS,
             max_batch=settings.batch_max,
             min_interval=settings.commit_interval_ms / 1000,

@@ -34,7 +34,7 @@ from callstate import metrics
 from callstate.counters import Tally, hincrby_all
 from callstate.errors import NotFound, Unauthorized
 from callstate.exposition import CONTENT_TYPE, prometheus_text
-from callstate.jobqueue import enqueue_batch
+from callstate.jobqueue import FAILURE_TTL, enqueue_batch
 from callstate.logs import log_event
 from receiver.resources import Resources
 
@@ -47,14 +47,17 @@ CARRY_INTERVAL: Final = 0.1
 FLUSH_INTERVAL: Final = 1.0
 
 
-def counting_writer(tally: Tally, queue: Queue, timeout: int) -> Callable[[Sequence[dict[str, Any]]], int]:
+def counting_writer(
+    tally: Tally, queue: Queue, timeout: int, failed_ttl: int = FAILURE_TTL
+) -> Callable[[Sequence[dict[str, Any]]], int]:
     """The group commit's writer (:data:`receiver.groupcommit.Writer`): enqueue a batch, and add
-    the counts not yet written to its MULTI/EXEC when none went for :data:`CARRY_INTERVAL`."""
+    the counts not yet written to its MULTI/EXEC when none went for :data:`CARRY_INTERVAL`.
+    ``failed_ttl``: how long RQ keeps a job that failed for good (callstate.jobqueue.failure_ttl)."""
 
     def write(items: Sequence[dict[str, Any]]) -> int:
         counts = tally.take(older_than=CARRY_INTERVAL)
         try:
-            return enqueue_batch(queue, items, timeout=timeout, counts=counts)
+            return enqueue_batch(queue, items, timeout=timeout, counts=counts, failed_ttl=failed_ttl)
         except BaseException:
             tally.give_back(counts)
             raise

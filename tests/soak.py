@@ -40,7 +40,7 @@ from tests.tcpproxy import TcpProxy
 from tests.twiliosign import TOKEN
 from workers.reduce import reduce
 
-SECRET: Final = "soak-secret-key"
+SECRET: Final = "soak-secret-key-0123456789abcdefghijklmnop"
 #: The longest any callback may wait for its answer (README, "Failure modes").
 ANSWER_BOUND: Final = 5.0
 #: Each process's resident memory must stay under this (MiB).

@@ -41,6 +41,23 @@ def test_redis_down_is_reported_not_a_traceback() -> None:
     assert "Redis unavailable" in result.stderr
 
 
+def test_token_lifetime_is_at_most_30_days() -> None:
+    """`callstate token --ttl` over 30 days is a usage error saying the limit, not a token."""
+    result = run("token", "--ttl", str(31 * 86_400), SECRET_KEY="k" * 32)
+    assert result.returncode == 2
+    assert "30 days" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_short_secret_key_is_a_configuration_error() -> None:
+    """SECRET_KEY under 32 characters stops `callstate token` with one line naming it."""
+    result = run("token", SECRET_KEY="k" * 31)
+    assert result.returncode == 2
+    assert "SECRET_KEY" in result.stderr
+    assert "32" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_token_needs_secret_key() -> None:
     """`callstate token` without SECRET_KEY names it."""
     result = run("token")

@@ -15,7 +15,7 @@ from tests.procs import environment, procfile, start_web, start_worker, wait_unt
 from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import ACCOUNT, TOKEN, call_params, call_sid, form_request
 
-SECRET = "end-to-end-secret-key"
+SECRET = "end-to-end-secret-key-0123456789abcdefghij"
 
 
 def test_out_of_order_callbacks_are_reconciled_and_readable(

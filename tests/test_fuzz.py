@@ -55,7 +55,7 @@ settings.register_profile(
 )
 FUZZ: Final = settings.get_profile("callstate-fuzz")
 
-SECRET: Final = "fuzz-secret-key"
+SECRET: Final = "fuzz-secret-key-0123456789abcdefghijklmnop"
 RETENTION: Final = 30 * 86_400
 LIMIT: Final = 64 * 1024  # Settings.max_body_bytes
 FORM: Final = "application/x-www-form-urlencoded"
@@ -610,7 +610,7 @@ _PATH_TEXT: Final = st.one_of(
 def well_formed_but_invalid(kind: str) -> bytes:
     """A read token that looks right and must not open the door."""
     if kind == "other key":
-        token = tokens.issue("another-secret")
+        token = tokens.issue("another-secret" * 3)
     elif kind == "expired":
         token = tokens.issue(SECRET, ttl=1, now=lambda: 0.0)
     else:  # altered

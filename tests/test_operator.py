@@ -181,7 +181,9 @@ class TestDotenv:
         self, redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
     ) -> None:
         """SECRET_KEY comes from ./.env; its REDIS_URL loses to the environment's."""
-        (tmp_path / ".env").write_text("SECRET_KEY=from-dotenv\nREDIS_URL=redis://127.0.0.1:1/0\n")
+        (tmp_path / ".env").write_text(
+            "SECRET_KEY=from-dotenv-0123456789abcdefghijklmnop\nREDIS_URL=redis://127.0.0.1:1/0\n"
+        )
         assert callstate("token", cwd=tmp_path).returncode == 0
         sid = call_sid(3)
         Store(redis_client, RETENTION).apply([event(sid, "ringing", 1, time.time())])

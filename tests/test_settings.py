@@ -35,7 +35,7 @@ class TestFromEnviron:
                 "TWILIO_AUTH_TOKEN_PREVIOUS": "old",
                 "TWILIO_SUBACCOUNT_TOKENS": f"AC{'b' * 32}:sub1, AC{'c' * 32}:sub2",
                 "PUBLIC_BASE_URL": "https://example.com/prefix/",
-                "SECRET_KEY": "s",
+                "SECRET_KEY": "s" * 32,
                 "FORWARDED_ALLOW_IPS": "10.0.0.0/8,127.0.0.1",
                 "CALLSTATE_RETENTION_DAYS": "120",
             }
@@ -64,6 +64,7 @@ class TestFromEnviron:
             ("CALLSTATE_COMMIT_INTERVAL_MS", "-1"),
             ("CALLSTATE_JOB_TIMEOUT", "1"),
             ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("SECRET_KEY", "x" * 31),
         ],
     )
     def test_bad_value_names_the_variable(self, variable: str, value: str) -> None:
@@ -74,9 +75,11 @@ class TestFromEnviron:
         """Secrets stay out of error messages and of repr(settings)."""
         bad = error({"TWILIO_SUBACCOUNT_TOKENS": "ACnope:supersecret"})
         assert "supersecret" not in str(bad)
-        settings = Settings.from_environ({"TWILIO_AUTH_TOKEN": "supersecret", "SECRET_KEY": "alsosecret"})
+        key = "alsosecret" * 4
+        settings = Settings.from_environ({"TWILIO_AUTH_TOKEN": "supersecret", "SECRET_KEY": key})
         assert "supersecret" not in repr(settings)
         assert "alsosecret" not in repr(settings)
+        assert "short" not in str(error({"SECRET_KEY": "short"}))
 
     def test_web_requires_the_auth_token(self) -> None:
         """Signature validation cannot be switched off: no token, no web process."""

@@ -13,7 +13,7 @@ from tests.procs import Process, environment, procfile, start_web, start_worker
 from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import TOKEN
 
-SECRET = "simulate-secret-key"
+SECRET = "simulate-secret-key-0123456789abcdefghij"
 
 
 def simulate(port: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -68,7 +68,9 @@ def test_a_wrong_auth_token_is_a_failure_not_a_success(deployment: int) -> None:
 
 
 def test_a_wrong_secret_key_fails_verification_clearly(deployment: int) -> None:
-    result = simulate(deployment, "--calls", "5", "--verify", SECRET_KEY="another-key")
+    result = simulate(
+        deployment, "--calls", "5", "--verify", SECRET_KEY="another-key-0123456789abcdefghijklmnopqrst"
+    )
     assert result.returncode == 1
     assert "verify: FAILED: the read API answered 401" in result.stdout
 

@@ -182,7 +182,11 @@ def test_connection_budget_of_each_process(heroku_like: RedisServer, tmp_path: P
     client.flushall()
     port = free_port()
     env = environment(
-        **app_json_env(), REDIS_URL=heroku_like.url, TWILIO_AUTH_TOKEN=TOKEN, PORT=str(port), SECRET_KEY="b"
+        **app_json_env(),
+        REDIS_URL=heroku_like.url,
+        TWILIO_AUTH_TOKEN=TOKEN,
+        PORT=str(port),
+        SECRET_KEY="b" * 32,
     )
     env["FORWARDED_ALLOW_IPS"] = "127.0.0.1"
     assert connections_by_name(client) == Counter()

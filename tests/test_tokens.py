@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from itsdangerous import URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
 from callstate import tokens
 from callstate.errors import Unauthorized
 
-KEY = "secret-key-for-tests"
+KEY = "secret-key-for-tests-0123456789abcdef"
 
 
 class TestTokens:
@@ -25,7 +26,7 @@ class TestTokens:
     def test_a_token_signed_with_another_key_is_refused(self) -> None:
         """Rotating SECRET_KEY revokes every token."""
         with pytest.raises(Unauthorized, match="invalid"):
-            tokens.check(KEY, tokens.issue("another-key", ttl=60))
+            tokens.check(KEY, tokens.issue("another-key-" + KEY, ttl=60))
 
     def test_a_token_with_any_bit_of_its_signature_flipped_is_refused(self) -> None:
         """Flipping any one bit of the decoded signature breaks it, for each of its 160 bits. (A
@@ -45,6 +46,26 @@ class TestTokens:
         longer = base64_encode(b'{"exp":99999999999}').decode("ascii")
         with pytest.raises(Unauthorized, match="invalid"):
             tokens.check(KEY, longer + "." + signature, now=lambda: 1_000.0)
+
+    def test_a_lifetime_over_30_days_is_not_issued(self) -> None:
+        """30 days is the longest lifetime; a day more is refused, and so is none."""
+        tokens.check(KEY, tokens.issue(KEY, ttl=tokens.MAX_TTL))
+        for ttl in (tokens.MAX_TTL + 1, 0):
+            with pytest.raises(ValueError, match="30 days"):
+                tokens.issue(KEY, ttl=ttl)
+
+    def test_a_token_living_longer_than_30_days_is_refused(self) -> None:
+        """A genuine signature over an expiry more than 30 days away (issued by an older version,
+        or with the clock set ahead) is refused."""
+        serializer = URLSafeSerializer(KEY, salt="callstate.read")
+        token = serializer.dumps({"exp": 1_000 + tokens.MAX_TTL + 1})
+        with pytest.raises(Unauthorized, match="30 days"):
+            tokens.check(KEY, token, now=lambda: 1_000.0)
+
+    def test_a_short_secret_key_signs_nothing(self) -> None:
+        """Under 32 characters a key could be guessed from one token: issuing refuses it."""
+        with pytest.raises(ValueError, match="32"):
+            tokens.issue(KEY[:31], ttl=60)
 
     def test_no_secret_key_means_no_read_api(self) -> None:
         """Without SECRET_KEY nothing is accepted, and issuing fails."""

@@ -25,7 +25,7 @@ from tests.redisserver import RedisServer
 from tests.twiliosign import TOKEN, call_params, call_sid
 from workers.store import Store
 
-KEY = "dashboard-secret-key"
+KEY = "dashboard-secret-key-0123456789abcdefghij"
 
 
 def app_client(redis_server: RedisServer, public_base_url: str | None = None) -> TestClient:
@@ -72,7 +72,7 @@ class TestSignIn:
         ("token", "reason"),
         [
             ("not-a-token", "read token is invalid"),
-            (tokens.issue("another-key", ttl=60), "read token is invalid"),
+            (tokens.issue("another-key-" + KEY, ttl=60), "read token is invalid"),
             (tokens.issue(KEY, ttl=60, now=lambda: 0), "read token has expired"),
         ],
     )
@@ -134,7 +134,7 @@ class TestCookieScope:
 
     def test_a_forged_cookie_is_refused_everywhere_on_the_page(self, client: TestClient) -> None:
         """Every data route checks the cookie's token, not merely its presence."""
-        client.cookies.set(COOKIE, tokens.issue("another-key", ttl=600))
+        client.cookies.set(COOKIE, tokens.issue("another-key-" + KEY, ttl=600))
         for path in (
             "/dashboard",
             "/dashboard/data",

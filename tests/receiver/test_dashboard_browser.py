@@ -30,7 +30,7 @@ from tests.procs import ROOT, Process, environment, start_web, start_worker
 from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import ACCOUNT, TOKEN, call_params, call_sid, form_request
 
-SECRET = "browser-test-secret-key"
+SECRET = "browser-test-secret-key-0123456789abcdef"
 #: Where the screenshot goes (gitignored); docs/dashboard.png is a copy of one, for the README.
 ARTIFACTS = ROOT / "artifacts"
 

@@ -19,7 +19,7 @@ from tests.twiliosign import TOKEN
 from workers.reduce import reduce
 from workers.store import Store
 
-KEY = "read-api-secret"
+KEY = "read-api-secret-0123456789abcdefghijklmnop"
 
 
 @pytest.fixture
@@ -58,7 +58,13 @@ class TestGetCall:
 
     @pytest.mark.parametrize(
         "authorization",
-        ["", "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz", f"Bearer {tokens.issue('other', ttl=60)}"],
+        [
+            "",
+            "Bearer",
+            "Bearer nonsense",
+            "Basic dXNlcjpwYXNz",
+            f"Bearer {tokens.issue('other' * 11, ttl=60)}",
+        ],
     )
     def test_without_a_valid_token_is_401_and_no_data(
         self, client: TestClient, stored: dict[str, Any], authorization: str
