@@ -47,13 +47,24 @@ _LISTED: Final = 20
 def _web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only the web process needs it
 
+    from receiver.protocol import raise_descriptor_limit  # noqa: PLC0415 - the web process only
+
     settings.require_web()
+    logs.configure(settings.log_format)
+    raise_descriptor_limit(settings.max_connections)
     uvicorn.run(
         "receiver.app:create_app",
         factory=True,
         host=args.host,
         port=settings.port,
         workers=args.workers or settings.web_concurrency,
+        # Limits for slow and greedy clients (README.md, "Slow and greedy clients"): a request must
+        # arrive whole within CALLSTATE_REQUEST_TIMEOUT, headers are capped, and descriptors kept.
+        http="receiver.protocol:LimitedHttpProtocol",
+        # uvicorn counts the connection being served: +1 serves max_connections, not one fewer.
+        limit_concurrency=settings.max_connections + 1,
+        # A kept-alive connection idle this long is closed (uvicorn's default, stated).
+        timeout_keep_alive=5,
         # Forwarded headers are handled by receiver.publicurl, for the signed URL.
         proxy_headers=False,
         access_log=False,

@@ -213,6 +213,11 @@ class Settings:
     api_key_secret: str = setting("TWILIO_API_KEY_SECRET", "", secret=True)
     twilio_api_base: str = setting("TWILIO_API_BASE", "https://api.twilio.com", base_url)
     log_format: str = setting("LOG_FORMAT", "auto", choice("auto", "json", "console"))
+    #: Seconds in which a request must arrive whole, from when its connection is ready for it
+    #: (opened, or the previous response sent); a callback is under 2 KiB (see receiver.protocol).
+    request_timeout: int = setting("CALLSTATE_REQUEST_TIMEOUT", 10, integer(1, 300))
+    #: Connections one web process serves at once; requests on more get 503 (see receiver.protocol).
+    max_connections: int = setting("CALLSTATE_MAX_CONNECTIONS", 1000, integer(1, 100_000))
 
     # Not read from the environment: fixed by the design, overridable by tests.
     #: Seconds a Redis command may take before the request is answered 503.

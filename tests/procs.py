@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx2 as httpx
@@ -128,8 +128,9 @@ class Process:
         return code
 
 
-def start_web(env: Mapping[str, str], directory: Path, port: int) -> Process:
-    web = Process("web", procfile()["web"], env, directory)
+def start_web(env: Mapping[str, str], directory: Path, port: int, wrapper: Sequence[str] = ()) -> Process:
+    """The Procfile's web process, once it answers; ``wrapper`` goes before its command (``prlimit``)."""
+    web = Process("web", [*wrapper, *procfile()["web"]], env, directory)
 
     def ready() -> bool:
         if not web.alive():

@@ -65,6 +65,8 @@ class TestFromEnviron:
             ("CALLSTATE_JOB_TIMEOUT", "1"),
             ("TWILIO_ACCOUNT_SID", "AC123"),
             ("SECRET_KEY", "x" * 31),
+            ("CALLSTATE_REQUEST_TIMEOUT", "0"),
+            ("CALLSTATE_MAX_CONNECTIONS", "0"),
         ],
     )
     def test_bad_value_names_the_variable(self, variable: str, value: str) -> None:
