@@ -31,6 +31,8 @@ class Results:
     drain: DrainResult | None = None
     memory: MemoryResult | None = None
     lag: LagResult | None = None
+    #: What the deployment's counters cost (bench.micro.counting): (what, us of CPU).
+    metrics_cost: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def receiver(self, key: str) -> ReceiverResult | None:
@@ -208,6 +210,10 @@ def markdown(results: Results) -> str:
             f"event set) + {_num(m.global_share_bytes)} (share of indexes and change stream); "
             f"used_memory grew {_num(m.used_memory_delta_per_call)} bytes per call over the drain.",
         ]
+    if results.metrics_cost:
+        lines += ["", "## What the metrics cost (in-process, best of 7, CPU time)", ""]
+        lines += ["| what | CPU |", "|---|---:|"]
+        lines += [f"| {what} | {micros:.1f} us |" for what, micros in results.metrics_cost]
     lines += ["", "## Goals (issue 4)", "", "| goal | target | measured | met |", "|---|---|---|---|"]
     for item in goals(results):
         met = "n/a" if item.met is None else ("yes" if item.met else "**no**")

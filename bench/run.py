@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from bench import capacity, designs, machine, report
+from bench import capacity, designs, machine, micro, report
 from bench.corpus import Corpus, history_corpus, progress_corpus
 from bench.drain import drain
 from bench.lag import lag
@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> report.Results:
         profiler=ctx.profiler,
     )
     say(f"lag: p99 {results.lag.p99_ms:.0f} ms")
+    results.metrics_cost = micro.counting()
+    say(f"metrics: {results.metrics_cost[0][1]:.1f} us per callback counted")
     if results.lag.p99_ms > args.seconds * 1000 / 4:
         results.notes.append(
             f"end-to-end lag grew through the lag test ({results.lag.events_per_job:.1f} events per job): "
