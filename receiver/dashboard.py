@@ -13,7 +13,9 @@
   :class:`~receiver.livefeed.LiveFeed`, resuming after ``Last-Event-ID`` (or ``?after=``).
 - ``GET /dashboard/static/{name}``: the page's script and style sheet (no build step, no CDN).
 
-Every read goes through :class:`callstate.reader.Reader`: the page has no other way into Redis.
+Every read of the store goes through :class:`callstate.reader.Reader`: the page has no other way
+into it. The ingest rate and the lag come from the deployment's counters, read by
+:func:`callstate.metrics.read` (as ``GET /metrics`` reads them, the store through the same Reader).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import html
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from importlib.resources import files
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -33,7 +36,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from callstate import tokens
+from callstate import metrics, tokens
+from callstate.counters import LAG_BUCKETS
 from callstate.errors import InvalidQuery, NotFound, Unauthorized
 from callstate.event import CALL_SID
 from callstate.reader import VIEWS, Change, Reader, StoredCall, position_key
@@ -197,7 +201,8 @@ class Snapshots:
 
 async def _data(request: Request, snapshots: Snapshots) -> Response:
     """The counts and one page of a list, and the stream position they were read at."""
-    reader = _authorize(request).reader
+    resources = _authorize(request)
+    reader = resources.reader
     view = request.query_params.get("view", "recent")
     if view not in VIEWS and view not in PUBLISHED_STATUSES:
         choices = ", ".join((*VIEWS, *PUBLISHED_STATUSES))
@@ -207,13 +212,16 @@ async def _data(request: Request, snapshots: Snapshots) -> Response:
     query = (view, offset, limit)
     body = snapshots.get(query)
     if body is None:
-        body = orjson.dumps(await run_in_threadpool(snapshot, reader, view, offset, limit))
+        figures = partial(metrics.read, resources.redis, reader, queue_name=resources.settings.queue_name)
+        body = orjson.dumps(await run_in_threadpool(snapshot, reader, view, offset, limit, figures))
         snapshots.put(query, body)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def snapshot(reader: Reader, view: str, offset: int, limit: int) -> dict[str, Any]:
-    """What ``GET /dashboard/data`` answers (blocking)."""
+def snapshot(
+    reader: Reader, view: str, offset: int, limit: int, figures: Callable[[], metrics.Figures]
+) -> dict[str, Any]:
+    """What ``GET /dashboard/data`` answers (blocking); ``figures`` reads the deployment's."""
     # The position first: every change after it reaches the page over the feed, so nothing
     # that happens while the rest is read can be missed.
     position = reader.last_position()
@@ -227,7 +235,7 @@ def snapshot(reader: Reader, view: str, offset: int, limit: int) -> dict[str, An
         "active": counts.active,
         "stuck": counts.stuck,
         "known": counts.recent,
-        **throughput(reader),
+        "counters": counters(figures()),
         "view": view,
         "offset": page.offset,
         "limit": limit,
@@ -236,13 +244,17 @@ def snapshot(reader: Reader, view: str, offset: int, limit: int) -> dict[str, An
     }
 
 
-def throughput(reader: Reader) -> dict[str, Any]:
-    """The ingest rate (callbacks/s) and the lag (seconds from the 204 to the state written).
-
-    Hook for the deployment-wide counters (`GET /metrics`, counted in Redis): until they are in
-    the store both are null, and the page says so rather than showing a per-process guess.
-    """
-    return {"rate": None, "lag": None}
+def counters(figures: metrics.Figures) -> dict[str, Any]:
+    """The deployment-wide counters the page turns into an ingest rate and a lag (README.md,
+    "Monitoring"): callbacks accepted (204) so far, and the lag histogram (from the 204 to the
+    call's state written): its bucket bounds in seconds and the count in each bucket, the last
+    one above the last bound. The page divides the difference between two reads by the time
+    between them, so every web process's and worker's work counts, and no process keeps state."""
+    return {
+        "accepted": sum(count for (_, code), count in figures.callbacks.items() if code == "204"),
+        "lag_bounds": list(LAG_BUCKETS),
+        "lag_buckets": list(figures.lag_buckets),
+    }
 
 
 def row(stored: StoredCall) -> dict[str, Any]:

@@ -15,7 +15,7 @@
 (() => {
   const PAGE = 50;
   const REFRESH_MS = 1000; // at most one data read per second while changes arrive
-  const PERIODIC_MS = 15000; // and one anyway every 15 s (ages, stuck calls)
+  const PERIODIC_MS = 5000; // and one anyway every 5 s (rate, lag, stuck calls)
   const MAX_VERSIONS = 50000; // versions remembered; beyond, forget (repeats are harmless)
 
   const state = {
@@ -131,14 +131,51 @@
     $("active").textContent = number(data.active);
     $("stuck").textContent = number(data.stuck);
     $("known").textContent = number(data.known);
-    $("rate").textContent = data.rate === null ? "not measured yet" : `${data.rate.toFixed(1)} callbacks/s`;
-    $("lag").textContent = data.lag === null ? "not measured yet" : `${(data.lag * 1000).toFixed(0)} ms`;
+    renderThroughput(data);
     renderRows(data.calls);
     const first = data.total ? data.offset + 1 : 0;
     const last = Math.min(data.offset + PAGE, data.total);
     $("pageinfo").textContent = `${number(first)}–${number(last)} of ${number(data.total)}`;
     $("newer").disabled = data.offset === 0;
     $("older").disabled = data.offset + PAGE >= data.total;
+  }
+
+  // The deployment's counters, as read over about the last 30 s: [server time, accepted, lag buckets].
+  const samples = [];
+  const duration = (seconds) => (seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${seconds} s`);
+
+  function renderThroughput(data) {
+    const { accepted, lag_bounds: bounds, lag_buckets: buckets } = data.counters;
+    const last = samples[samples.length - 1];
+    if (last && accepted < last[1]) samples.length = 0; // the counters started again (a new Redis)
+    if (!last || data.now > last[0]) samples.push([data.now, accepted, buckets]);
+    while (samples.length > 2 && data.now - samples[1][0] >= 30) samples.shift();
+    const [since, acceptedThen, bucketsThen] = samples[0];
+    const span = data.now - since;
+    if (span <= 0) {
+      $("rate").textContent = "measuring…";
+      $("lag").textContent = "measuring…";
+      return;
+    }
+    const recent = `last ${Math.max(1, Math.round(span))} s`;
+    $("rate").textContent = `${((accepted - acceptedThen) / span).toFixed(1)} callbacks/s (${recent})`;
+    const delta = buckets.map((count, i) => count - (bucketsThen[i] || 0));
+    const total = delta.reduce((sum, count) => sum + count, 0);
+    if (total <= 0) {
+      $("lag").textContent = `no state written (${recent})`;
+      return;
+    }
+    const quantile = (q) => {
+      let seen = 0;
+      for (let i = 0; i < delta.length; i += 1) {
+        seen += delta[i];
+        if (delta[i] && seen >= q * total) {
+          return i < bounds.length ? `≤ ${duration(bounds[i])}` : `> ${duration(bounds[bounds.length - 1])}`;
+        }
+      }
+      return "–";
+    };
+    $("lag").textContent = `p50 ${quantile(0.5)}, p99 ${quantile(0.99)} (${recent})`;
   }
 
   function renderCounts(counts) {

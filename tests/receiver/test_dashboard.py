@@ -15,7 +15,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from callstate import tokens
+from callstate import keys, tokens
+from callstate.counters import LAG_BUCKETS, LAG_FIELDS, callback_field
 from callstate.event import parse_callback
 from callstate.reader import Reader
 from callstate.settings import Settings
@@ -178,8 +179,23 @@ class TestData:
             "updated_at": "2026-09-01T12:00:01Z",
             "recordings": 0,
         }
-        assert body["rate"] is None
-        assert body["lag"] is None
+        assert body["counters"] == {
+            "accepted": 0,
+            "lag_bounds": list(LAG_BUCKETS),
+            "lag_buckets": [0] * (len(LAG_BUCKETS) + 1),
+        }
+
+    def test_the_counters_are_the_deployments(self, signed_in: TestClient, redis_client: redis.Redis) -> None:
+        """Callbacks accepted (204s of both endpoints, nothing else) and the lag histogram, as
+        every web and worker process added them up in Redis (README.md, "Monitoring")."""
+        redis_client.hincrby(keys.METRICS, callback_field("call-status", 204), 7)
+        redis_client.hincrby(keys.METRICS, callback_field("recording-status", 204), 2)
+        redis_client.hincrby(keys.METRICS, callback_field("call-status", 403), 5)
+        redis_client.hincrby(keys.METRICS, LAG_FIELDS[1], 8)
+        redis_client.hincrby(keys.METRICS, LAG_FIELDS[-1], 1)
+        counters = signed_in.get("/dashboard/data").json()["counters"]
+        assert counters["accepted"] == 9
+        assert counters["lag_buckets"] == [0, 8] + [0] * (len(LAG_BUCKETS) - 2) + [1]
 
     def test_ten_thousand_calls_are_served_a_page_at_a_time(
         self, signed_in: TestClient, redis_client: redis.Redis

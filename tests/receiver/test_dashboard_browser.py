@@ -10,6 +10,7 @@ Cost: one Chromium and three processes, about 15 s on the 2-core project machine
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -187,6 +188,14 @@ def test_signed_callbacks_show_up_live_and_the_counts_match_the_read_api(
 
     browser.wait(lambda _: page_counts(browser) == api_counts(site), "the counts to match the read API")
     assert page_counts(browser)["completed"] == 1
+    # The rate and the lag, from the deployment's counters read since the page opened.
+    browser.wait(
+        lambda d: (
+            re.fullmatch(r"\d+\.\d callbacks/s \(last \d+ s\)", d.find_element(By.ID, "rate").text)
+            and d.find_element(By.ID, "lag").text.startswith("p50 ")
+        ),
+        "the ingest rate and the lag",
+    )
 
     browser.driver.find_element(By.CSS_SELECTOR, f'#calls [data-call-sid="{sid}"] button').click()
     browser.wait(
