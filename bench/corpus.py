@@ -98,7 +98,7 @@ def history_corpus(path: Path, events: int, seed: int, duplicates: float = 0.1, 
         sid = history[0].call_sid
         if sid is None:
             continue
-        expected[sid] = len({event.store_key() for event in history})
+        expected[sid] = len({event.slot() for event in history})
         has_recording = any(event.kind == "recording" for event in history)
         has_end = any(event.kind == "call" and event.get("CallDuration") is not None for event in history)
         if has_recording and has_end:

@@ -93,7 +93,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
     settings.require_web()
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
-    Store(redis, settings.retention_seconds).write_schema_version()
+    Store(redis, settings.retention_seconds, settings.max_events_per_call).write_schema_version()
     warnings = base_url_warnings(os.environ)
     for warning in warnings:
         print(f"callstate: warning: {warning}", file=sys.stderr)  # noqa: T201
@@ -108,9 +108,9 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.secret_key:
         raise ConfigError("SECRET_KEY", "is not set; read tokens are signed with it")
     try:
-        token = tokens.issue(settings.secret_key, ttl=args.ttl)
+        token = tokens.issue(settings.secret_key, ttl=args.ttl, accounts=args.account or ())
     except ValueError as exc:
-        return _refuse("token", f"--ttl {args.ttl}: {exc}")
+        return _refuse("token", str(exc))
     print(token)  # noqa: T201 - the command's output
     return 0
 
@@ -179,7 +179,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         return _refuse("replay", f"not a CallSid: {', '.join(malformed)}; nothing changed")
     logs.configure(settings.log_format)
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
-    store = Store(redis, settings.retention_seconds)
+    store = Store(redis, settings.retention_seconds, settings.max_events_per_call)
     progress = Progress("replay", sys.stderr, total=None if args.all else len(args.call_sids))
     done = replay(
         store,
@@ -384,6 +384,12 @@ def parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a read token for the read API")
     token.add_argument(
         "--ttl", type=_ttl, default=24 * 3600, help="lifetime in seconds (at most 2592000: 30 days)"
+    )
+    token.add_argument(
+        "--account",
+        action="append",
+        metavar="AC…",
+        help="read only this account's calls (repeatable; default: every account)",
     )
     token.set_defaults(run=_token)
 

@@ -145,6 +145,13 @@ class MethodNotAllowed(RequestRejected):
         self.allow = allow
 
 
+class Conflict(RequestRejected):
+    """The request names something that is ambiguous as stored (HTTP 409), e.g. a CallSid that
+    two tenants report."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(RequestRejected):
     """The body is over the configured limit (HTTP 413)."""
 

@@ -7,9 +7,10 @@ parameters without notice, and they are never an error.
 
 An event has two forms:
 
-* the *canonical* form (``kind``, ``source``, ``params``; ``params`` sorted and de-duplicated) is
-  what the store keeps. Two deliveries of the same request have the same canonical form, so storing
-  events as a set of canonical forms is what makes duplicates disappear;
+* the *canonical* form (``kind``, ``source``, ``params``; ``params`` sorted and de-duplicated; and
+  ``tenant`` when a subaccount's token verified it) is the event's content. Two deliveries of the
+  same request have the same canonical form, so storing events as a set of canonical forms is what
+  makes duplicates disappear;
 * the *wire* form adds what the receiver knew about this delivery (arrival time, Twilio's
   ``I-Twilio-Idempotency-Token``). It travels in the job and the logs but never reaches the state,
   which must not depend on which delivery of a request got there first.
@@ -27,7 +28,9 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from callstate import keys
 from callstate.errors import InvalidCallback
+from callstate.paramnames import PREFIXES, cut_short, genuineness, signed_concatenation
 
 Kind = Literal["call", "recording"]
 KINDS: Final = ("call", "recording")
@@ -36,6 +39,8 @@ KINDS: Final = ("call", "recording")
 CALL_SID: Final = re.compile(r"CA[0-9a-fA-F]{32}")
 RECORDING_SID: Final = re.compile(r"RE[0-9a-fA-F]{32}")
 ACCOUNT_SID: Final = re.compile(r"AC[0-9a-fA-F]{32}")
+#: A call record (:meth:`Event.record`): a CallSid, or a CallSid and the tenant that vouched for it.
+CALL_RECORD: Final = re.compile(r"CA[0-9a-fA-F]{32}(?::AC[0-9a-fA-F]{32})?")
 
 #: Parameters that must look like a SID of the given pattern whenever they are present.
 _SID_FIELDS: Final = {
@@ -59,6 +64,10 @@ class Event:
     """One callback. ``params`` are the decoded form parameters, sorted by (name, value), repeats of
     an identical pair removed; repeated names with different values are kept.
 
+    ``tenant`` is the AccountSid of the subaccount whose own auth token verified the callback
+    (``TWILIO_SUBACCOUNT_TOKENS``), or ``None`` when the main token did: it decides which record
+    the event may change (:meth:`record`), so a tenant can never touch another account's calls.
+
     ``received_at`` (Unix seconds) and ``idempotency_token`` describe the delivery, not the event:
     they are excluded from equality, hashing and the canonical form.
     """
@@ -66,6 +75,7 @@ class Event:
     kind: Kind
     params: tuple[tuple[str, str], ...]
     source: str = "twilio"
+    tenant: str | None = None
     received_at: float | None = field(default=None, compare=False)
     idempotency_token: str | None = field(default=None, compare=False)
 
@@ -76,11 +86,12 @@ class Event:
         params: Iterable[tuple[str, str]],
         *,
         source: str = "twilio",
+        tenant: str | None = None,
         received_at: float | None = None,
         idempotency_token: str | None = None,
     ) -> Event:
         """Build an event with ``params`` put in canonical order."""
-        return cls(kind, tuple(sorted(set(params))), source, received_at, idempotency_token)
+        return cls(kind, tuple(sorted(set(params))), source, tenant or None, received_at, idempotency_token)
 
     def get(self, name: str) -> str | None:
         """The first value of parameter ``name`` in canonical order, or ``None``."""
@@ -120,8 +131,14 @@ class Event:
     # -- identity and encodings --------------------------------------------------------------
 
     def canonical(self) -> bytes:
-        """The stored form: compact JSON, byte-identical for every delivery of the same request."""
-        return orjson.dumps({"kind": self.kind, "source": self.source, "params": self.params})
+        """The content as compact JSON, byte-identical for every delivery of the same request."""
+        return orjson.dumps(self._content())
+
+    def _content(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"kind": self.kind, "source": self.source, "params": self.params}
+        if self.tenant is not None:
+            content["tenant"] = self.tenant
+        return content
 
     def digest(self) -> str:
         """16 hex digits of BLAKE2b over :meth:`canonical`: the content's name in the event set."""
@@ -141,14 +158,33 @@ class Event:
             return f"c:~{self.digest()}"
         return f"c:{seq}:{self.status or ''}"
 
-    def store_key(self) -> str:
-        """The field under which the event set stores this event: identity plus content digest.
+    def slot(self) -> str:
+        """The field under which the event set stores this event: ``<kind>:<source>:<digest>``,
+        the digest being 16 hex digits of BLAKE2b over the signed concatenation
+        (:func:`~callstate.paramnames.signed_concatenation`).
 
-        Same request delivered twice: same field, stored once. Same identity with different content
-        (which Twilio should never send) stays two members, and the reducer picks one of them by a
-        rule that does not depend on arrival order.
+        Every re-split of one signed callback has the same slot, so it holds one event whatever an
+        attacker sends; which of them is decided by :meth:`preference`, not by arrival order.
         """
-        return f"{self.identity()}|{self.digest()}"
+        concatenation = signed_concatenation(self.params).encode("utf-8", "surrogatepass")
+        return f"{self.kind[0]}:{self.source}:{hashlib.blake2b(concatenation, digest_size=8).hexdigest()}"
+
+    def preference(self) -> str:
+        """Which of two events sharing a slot (or an identity) is kept: the greater string wins.
+
+        22 characters: the three numbers of :func:`~callstate.paramnames.genuineness` as a byte of
+        hex each (offset by 128 and clamped), then :meth:`digest` to make the order total. Twilio's
+        own split of a callback outranks every re-split of it.
+        """
+        rank = "".join(f"{min(max(n + 128, 0), 255):02x}" for n in genuineness(self.params))
+        return rank + self.digest()
+
+    def record(self) -> str | None:
+        """The call record this event belongs to: the CallSid, suffixed ``:<tenant>`` when a
+        subaccount's token verified it (docs/redis-schema.md, "Tenants"); ``None`` without a
+        CallSid (a conference recording)."""
+        sid = self.call_sid
+        return None if sid is None else keys.record(sid, self.tenant)
 
     def to_wire(self) -> dict[str, Any]:
         """The job payload form (canonical form plus delivery metadata), made by :func:`wire_event`."""
@@ -158,6 +194,7 @@ class Event:
             source=self.source,
             received_at=self.received_at,
             idempotency_token=self.idempotency_token,
+            tenant=self.tenant,
         )
 
     @classmethod
@@ -171,6 +208,7 @@ class Event:
             kind,
             params,
             source=str(data.get("source", "twilio")),
+            tenant=data.get("tenant"),
             received_at=data.get("received_at"),
             idempotency_token=data.get("idempotency_token"),
         )
@@ -225,7 +263,9 @@ def check_callback(kind: Kind, params: Sequence[tuple[str, str]]) -> dict[str, s
     Raises :class:`InvalidCallback` naming the field when a call-status callback has no
     ``CallSid``, a recording callback has no ``RecordingSid``, a SID parameter is malformed, or a
     parameter that identifies the event has two different values. A recording callback without
-    ``CallSid`` (conference recordings) is valid. Of several faults, the one of the
+    ``CallSid`` (conference recordings) is valid. A pair whose name is a known Twilio name cut short,
+    the rest at the start of its value (a re-split of a signed callback,
+    :func:`~callstate.paramnames.cut_short`), is refused too. Of several faults, the one of the
     alphabetically first field is reported, whatever the order of the parameters.
     """
     fields, fault = scan_callback(kind, params)
@@ -242,13 +282,27 @@ def scan_callback(
     reports a fault only after: the signature is checked before the content."""
     fields: dict[str, str] = {}
     faults: dict[str, str] = {}
+    #: Pairs to look at for a name cut short: later values of repeated names, then (below) the
+    #: names that are a prefix of a known one.
+    repeats: list[tuple[str, str]] = []
     for name, value in params:
         first = fields.setdefault(name, value)
-        if first != value and name in _SINGLE_VALUED:
-            faults[name] = "repeated"
+        if first != value:
+            repeats.append((name, value))
+            if name in _SINGLE_VALUED:
+                faults[name] = "repeated"
         pattern = _SID_FIELDS.get(name)
         if pattern is not None and value and not pattern.fullmatch(value):
             faults.setdefault(name, "malformed")
+    # Only names that are a proper prefix of a known name can be cut short: one set operation
+    # finds them (the hot path), then their values are looked at.
+    for name in PREFIXES.intersection(fields):
+        repeats.append((name, fields[name]))
+    for name, value in repeats:
+        whole = cut_short(name, value)
+        if whole is not None:
+            # The name is a prefix of a known name, hence plain ASCII letters: safe in a reason.
+            faults.setdefault(name, f"a re-split of {whole} (the name is cut short)")
     required = "CallSid" if kind == "call" else "RecordingSid"
     if not fields.get(required):
         return fields, InvalidCallback(f"{required} is missing", field=required)
@@ -265,6 +319,7 @@ def wire_event(
     source: str = "twilio",
     received_at: float | None,
     idempotency_token: str | None,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
     """The job payload of one event: the one producer of the dict that :meth:`Event.from_wire` reads.
 
@@ -272,6 +327,8 @@ def wire_event(
     (its hot path: the workers put ``params`` in canonical order when they read it).
     """
     wire: dict[str, Any] = {"kind": kind, "source": source, "params": params}
+    if tenant is not None:
+        wire["tenant"] = tenant
     if received_at is not None:
         wire["received_at"] = received_at
     if idempotency_token is not None:

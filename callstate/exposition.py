@@ -50,7 +50,7 @@ class _FiguresCollector(Collector):
         yield _labelled(
             CounterMetricFamily,
             "callstate_events",
-            "Events stored by the workers: new, or a duplicate of a stored one.",
+            "Events the workers got: new, a duplicate of a stored one, or over the per-call cap.",
             "result",
             f.events,
         )

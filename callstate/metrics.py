@@ -48,7 +48,9 @@ SWEEP_OUTCOMES: Final = (
     "failed",  # anything else about this call (an unreadable answer)
 )
 
-EVENT_RESULTS: Final = ("new", "duplicate")
+#: What became of each event a worker got: stored, already known (a redelivery, a re-split that
+#: lost), or refused because its call already held CALLSTATE_MAX_EVENTS_PER_CALL events.
+EVENT_RESULTS: Final = ("new", "duplicate", "over_cap")
 
 #: The states of RQ jobs shown by ``callstate_queue_jobs``.
 QUEUE_STATES: Final = ("queued", "started", "scheduled", "failed")

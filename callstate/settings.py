@@ -189,6 +189,8 @@ class Settings:
     queue_name: str = setting("CALLSTATE_QUEUE", "callstate", queue_name)
     retention_days: int = setting("CALLSTATE_RETENTION_DAYS", 30, integer(1, MAX_RETENTION_DAYS))
     max_body_bytes: int = setting("CALLSTATE_MAX_BODY_BYTES", 64 * 1024, integer(1024, 1024 * 1024))
+    #: Distinct events kept per call; a new one beyond is refused with a log line (workers.store).
+    max_events_per_call: int = setting("CALLSTATE_MAX_EVENTS_PER_CALL", 200, integer(20, 100_000))
     #: Group commit: the most events one RQ job carries.
     batch_max: int = setting("CALLSTATE_BATCH_MAX", 256, integer(1, 10_000))
     #: Group commit: at least this many milliseconds between two jobs of one web process. At low

@@ -113,6 +113,7 @@ class CallbackEndpoint:
                 params,
                 received_at=time.time(),
                 idempotency_token=token.decode("latin-1") if token is not None else None,
+                tenant=resources.keyring.tenant(account_sid),
             )
         )
         await send(_NO_CONTENT)

@@ -3,10 +3,16 @@
 Both answer the stored state JSON as the workers wrote it (docs/contracts.md, "The reconciled call"),
 so the API and a dashboard reading Redis directly see the same bytes. Redis calls are blocking and
 run on a thread.
+
+A read token may be scoped to accounts (``callstate token --account AC…``): it then sees the calls
+whose record belongs to one of them, that is tenant records of those accounts and main-account
+records whose ``account_sid`` is one of them (docs/redis-schema.md, "Tenants"). An unscoped token
+sees every record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, cast
 
 import orjson
@@ -16,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callstate import keys, tokens
-from callstate.errors import InvalidQuery, NotFound
+from callstate.errors import Conflict, InvalidQuery, NotFound
 from callstate.event import CALL_SID
 from callstate.status import PUBLISHED_STATUSES
 from receiver.resources import Resources
@@ -25,12 +31,30 @@ MAX_LIMIT: Final = 1000
 _FINAL_VALUES: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
-def _authorize(request: Request) -> Resources:
-    """The process's resources, once the request carries a valid read token."""
+def _authorize(request: Request) -> tuple[Resources, frozenset[str] | None]:
+    """The process's resources and the accounts the request's read token may read (``None``:
+    all), once the request carries a valid read token."""
     resources = Resources.of(request)
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    tokens.check(resources.settings.secret_key, token.strip() if scheme.lower() == "bearer" else "")
-    return resources
+    scope = tokens.check(resources.settings.secret_key, token.strip() if scheme.lower() == "bearer" else "")
+    return resources, scope
+
+
+def _visible(record: str, state: bytes, scope: frozenset[str] | None) -> bool:
+    """Whether a token of ``scope`` may read the call ``record`` whose stored state is ``state``."""
+    if scope is None:
+        return True
+    tenant = record.partition(":")[2]
+    if tenant:
+        return tenant in scope
+    return orjson.loads(state).get("account_sid") in scope
+
+
+def _states(redis: Redis, records: Sequence[str]) -> list[bytes | None]:
+    pipe = redis.pipeline(transaction=False)
+    for record in records:
+        pipe.hget(keys.call(record), "state")
+    return cast(list[bytes | None], pipe.execute())
 
 
 def _json(body: bytes) -> Response:
@@ -38,20 +62,34 @@ def _json(body: bytes) -> Response:
 
 
 async def get_call(request: Request) -> Response:
-    """One call's state; 400 for a malformed SID, 404 for an unknown one."""
-    redis = _authorize(request).redis
+    """One call's state; 400 for a malformed SID, 404 for an unknown (or invisible) one.
+
+    The main account's record comes first; else the one tenant record the token may read. Two
+    tenants' records of one CallSid (one of them made it up) are a 409 unless the token is scoped
+    to one of them.
+    """
+    resources, scope = _authorize(request)
     sid = request.path_params["sid"]
     if not CALL_SID.fullmatch(sid):
         raise InvalidQuery("CallSid is malformed", field="CallSid")
-    state = cast(bytes | None, await run_in_threadpool(redis.hget, keys.call(sid), "state"))
-    if state is None:
+    tenants = resources.settings.subaccount_tokens if scope is None else scope
+    records = [sid, *(keys.record(sid, tenant) for tenant in sorted(tenants))]
+    states = await run_in_threadpool(_states, resources.redis, records)
+    found = [
+        (record, state)
+        for record, state in zip(records, states, strict=True)
+        if state is not None and _visible(record, state, scope)
+    ]
+    if not found:
         raise NotFound("no such call")
-    return _json(state)
+    if found[0][0] != sid and len(found) > 1:
+        raise Conflict("several accounts report this call; use a read token scoped to one account")
+    return _json(found[0][1])
 
 
 async def list_calls(request: Request) -> Response:
     """``{"calls": [...]}`` newest first, filtered by ``status``, ``final``; ``limit`` <= 1000."""
-    redis = _authorize(request).redis
+    resources, scope = _authorize(request)
     query = request.query_params
     raw_limit = query.get("limit", "100")
     plain = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= len(str(MAX_LIMIT))
@@ -64,32 +102,37 @@ async def list_calls(request: Request) -> Response:
     status = query.get("status") or None
     if status is not None and status not in PUBLISHED_STATUSES:
         raise InvalidQuery(f"status must be one of {', '.join(PUBLISHED_STATUSES)}", field="status")
-    states = await run_in_threadpool(_recent_states, redis, status, final, int(raw_limit))
+    states = await run_in_threadpool(_recent_states, resources.redis, status, final, int(raw_limit), scope)
     return _json(b'{"calls":[' + b",".join(states) + b"]}")
 
 
-def _recent_states(redis: Redis, status: str | None, final: bool | None, limit: int) -> list[bytes]:
-    """States newest first from the narrowest index; a page at a time, filtered on ``final``."""
+def _recent_states(
+    redis: Redis, status: str | None, final: bool | None, limit: int, scope: frozenset[str] | None
+) -> list[bytes]:
+    """States newest first from the narrowest index (ACTIVE, FINAL, a status); a page at a time,
+    filtered on ``final`` and on the token's scope."""
     if status is not None:
         index = keys.by_status(status)
     elif final is False:
         index = keys.ACTIVE
+    elif final is True:
+        index = keys.FINAL
     else:
         index = keys.RECENT
     out: list[bytes] = []
     start, page = 0, max(limit, 100)
     while len(out) < limit:
-        sids = cast(list[bytes], redis.zrevrange(index, start, start + page - 1))
-        if not sids:
+        records = [raw.decode() for raw in cast(list[bytes], redis.zrevrange(index, start, start + page - 1))]
+        if not records:
             break
         start += page
-        pipe = redis.pipeline(transaction=False)
-        for sid in sids:
-            pipe.hget(keys.call(sid.decode()), "state")
-        for state in pipe.execute():
+        for record, state in zip(records, _states(redis, records), strict=True):
             if state is None:  # expired since it was indexed
                 continue
+            # Also with ACTIVE and FINAL: a state may be briefly newer than its index entries.
             if final is not None and orjson.loads(state)["final"] is not final:
+                continue
+            if not _visible(record, state, scope):
                 continue
             out.append(state)
             if len(out) == limit:

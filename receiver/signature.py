@@ -180,6 +180,12 @@ class Keyring:
             )
         return keys
 
+    def tenant(self, account_sid: str | None) -> str | None:
+        """The subaccount whose own token verifies a request from ``account_sid`` (that AccountSid
+        itself when it is listed), or ``None`` when the main token does. A request verified for a
+        tenant may change that tenant's calls only (docs/redis-schema.md, "Tenants")."""
+        return account_sid if account_sid is not None and account_sid in self._subaccount_keys else None
+
     def _keys_for(self, account_sid: str | None) -> tuple[hmac.HMAC, ...]:
         """The pre-keyed HMACs to try for a request from ``account_sid``, in the order they are
         tried: a listed subaccount's token alone; for anything else the primary token, then the

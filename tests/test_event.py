@@ -51,7 +51,7 @@ class TestParseCallback:
         again = parse_callback("call", params, received_at=2.0, idempotency_token="b")
         assert first == again
         assert first.canonical() == again.canonical()
-        assert first.store_key() == again.store_key()
+        assert first.slot() == again.slot()
 
     def test_wire_form_round_trips(self) -> None:
         """to_wire/from_wire keep content and delivery metadata."""

@@ -18,6 +18,7 @@ reconciled final call already in the store. Three promises are checked:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from callstate.status import CALL_STATUS_RANK, TERMINAL_STATUSES
 from receiver.app import create_app
 from tests.queued import queued_events
 from tests.redisserver import RedisServer
+from tests.resplits import resplits
 from tests.twiliosign import ACCOUNT, TOKEN, call_params
 from workers.store import Store
 
@@ -63,6 +65,8 @@ ORIGIN: Final = "http://testserver"
 CALLBACK_PATHS: Final = ("/twilio/call-status", "/twilio/recording-status")
 #: The call that is final before the fuzzing starts.
 SID: Final = "CA" + "f" * 32
+#: The reason of a 400 for a signed callback: the field and what is wrong with it.
+REFUSED_FIELD: Final = r"\w+ is (missing|malformed|repeated|a re-split of \w+ \(the name is cut short\))"
 #: The most a refusal's reason may say: a short sentence, not a page or a traceback.
 MAX_REASON: Final = 200
 
@@ -88,14 +92,18 @@ def snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
     return {key: client.dump(key) for key in stored if key != keys.METRICS.encode()}
 
 
-def seed_final_call(client: redis.Redis, status: str = "completed") -> dict[str, Any]:
-    """Store a call reconciled to ``status`` (terminal) through the real store; its state."""
+def seed_callbacks(status: str = "completed") -> list[list[tuple[str, str]]]:
+    """The parameters of the callbacks that made the seeded call final."""
     history = ["initiated", "ringing", "in-progress", status]
-    events = [
-        Event.create("call", call_params(SID, name, number, CallDuration="42", SipResponseCode="200"))
+    return [
+        call_params(SID, name, number, CallDuration="42", SipResponseCode="200")
         for number, name in enumerate(history)
     ]
-    Store(client, RETENTION).apply(events)
+
+
+def seed_final_call(client: redis.Redis, status: str = "completed") -> dict[str, Any]:
+    """Store a call reconciled to ``status`` (terminal) through the real store; its state."""
+    Store(client, RETENTION).apply([Event.create("call", params) for params in seed_callbacks(status)])
     return stored_state(client, SID)
 
 
@@ -577,7 +585,7 @@ class TestSignedButStrange:
             event(f"answer {response.status_code}")
             if response.status_code != 204:
                 assert_refused(response, {400})
-                assert re.fullmatch(r"\w+ is (missing|malformed|repeated)", response.text), response.text
+                assert re.fullmatch(REFUSED_FIELD, response.text), response.text
 
         events = [Event.from_wire(wire) for wire in queued_events(redis_client)]
         Store(redis_client, RETENTION).apply(events)
@@ -592,6 +600,45 @@ class TestSignedButStrange:
         listed = client.get("/calls", params={"final": "true", "limit": "1000"}, headers=auth)
         assert listed.status_code == 200
         assert SID in [call["sid"] for call in listed.json()["calls"]]
+
+
+# -- re-splits of captured callbacks -----------------------------------------------------------
+
+
+@functools.cache
+def seed_resplits(index: int) -> list[list[tuple[str, str]]]:
+    """Every single- and double-boundary re-split of seeded callback ``index`` (tests/resplits.py)."""
+    return resplits(seed_callbacks()[index])
+
+
+class TestResplits:
+    @settings(FUZZ, max_examples=max(40, _EXTRA_EXAMPLES))
+    @given(data=st.data())
+    def test_resplits_of_a_captured_callback_change_nothing(
+        self, client: TestClient, redis_client: redis.Redis, data: st.DataObject
+    ) -> None:
+        """Re-splits of the seeded call's callbacks sent under the captured signatures (issue 10,
+        section 1): each is 204 or a 400 naming the field, and once the queued events are applied
+        by the real store every key of the call is byte-identical."""
+        redis_client.flushall()
+        seed_final_call(redis_client)
+        call_keys = (keys.call(SID), keys.events(SID))
+        before = [redis_client.dump(key) for key in call_keys]
+        index = data.draw(st.sampled_from(range(len(seed_callbacks()))))
+        captured = oracle_sign(ORIGIN + "/twilio/call-status", seed_callbacks()[index])
+        variants = data.draw(st.lists(st.sampled_from(seed_resplits(index)), min_size=1, max_size=6))
+        for variant in variants:
+            headers = {"content-type": FORM, "x-twilio-signature": captured}
+            response = client.post(
+                "/twilio/call-status", content=urlencode(variant).encode(), headers=headers
+            )
+            event(f"answer {response.status_code}")
+            if response.status_code != 204:
+                assert_refused(response, {400})
+                assert re.fullmatch(REFUSED_FIELD, response.text), response.text
+
+        Store(redis_client, RETENTION).apply([Event.from_wire(w) for w in queued_events(redis_client)])
+        assert [redis_client.dump(key) for key in call_keys] == before
 
 
 # -- the read API ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class TestFiguresFrom:
         )
         assert f.callbacks == {("call-status", "204"): 7}
         assert f.signature_failures["mismatch"] == 2
-        assert f.events == {"new": 0, "duplicate": 1}
+        assert f.events == {"new": 0, "duplicate": 1, "over_cap": 0}
         assert f.state_changes["completed"] == 3
         assert f.sweep_requests["not_found"] == 4
         assert f.calls == GAUGES.calls

@@ -38,13 +38,14 @@ def progress(sid: str, *statuses: str) -> list[Event]:
 def documented_state(client: redis.Redis, sid: str) -> dict[str, Any]:
     return cast(
         dict[str, Any],
-        orjson.loads(cast(bytes, client.hget(doc_key("callstate:call:", CallSid=sid), "state"))),
+        orjson.loads(cast(bytes, client.hget(doc_key("callstate:call:", record=sid), "state"))),
     )
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> Store:
-    store = Store(redis_client, RETENTION)
+    # Processed at NOON, when the calls happen: index scores stay within a day of processing time.
+    store = Store(redis_client, RETENTION, clock=lambda: NOON)
     store.write_schema_version()
     return store
 
@@ -60,7 +61,7 @@ class TestCalls:
         call = Reader(redis_client).call(sid)
         assert call is not None
         assert call.state == documented_state(redis_client, sid)
-        version = redis_client.hget(doc_key("callstate:call:", CallSid=sid), "version")
+        version = redis_client.hget(doc_key("callstate:call:", record=sid), "version")
         assert call.version == int(cast(bytes, version))
         assert Reader(redis_client).schema_version() == int(
             cast(bytes, redis_client.get(doc_key("callstate:{callstate}:schema")))

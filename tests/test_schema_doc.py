@@ -31,9 +31,9 @@ def doc_key(template: str, **values: str) -> str:
 def test_every_key_the_code_writes_is_documented_and_vice_versa() -> None:
     """The key names of callstate.keys and of the document are the same set."""
     in_code = {
-        keys.SCHEMA, keys.RECENT, keys.ACTIVE, keys.PUBLISHED, keys.CHANGES, keys.SWEPT, keys.SWEEP_LOCK,
-        keys.METRICS,
-        keys.call("<CallSid>"), keys.events("<CallSid>"), keys.deliveries("<CallSid>"),
+        keys.SCHEMA, keys.RECENT, keys.ACTIVE, keys.FINAL, keys.PUBLISHED, keys.CHANGES, keys.SWEPT,
+        keys.SWEEP_LOCK, keys.METRICS,
+        keys.call("<record>"), keys.events("<record>"), keys.deliveries("<record>"),
         keys.orphan_recording("<RecordingSid>"), keys.by_status("<status>"),
     }  # fmt: skip
     assert documented_keys() == in_code
@@ -49,9 +49,9 @@ def test_a_reconciled_call_read_by_following_the_document(redis_client: redis.Re
     for event in history:  # one change at a time, as callbacks arrive
         store.apply([event])
 
-    assert redis_client.get(doc_key("callstate:{callstate}:schema")) == b"1"
+    assert redis_client.get(doc_key("callstate:{callstate}:schema")) == b"2"
 
-    call = doc_key("callstate:call:", CallSid=sid)
+    call = doc_key("callstate:call:", record=sid)
     state: dict[str, Any] = orjson.loads(cast(bytes, redis_client.hget(call, "state")))
     documented_fields = re.search(r"```json\n(.*?)```", DOC, re.S)
     assert documented_fields is not None
@@ -65,11 +65,15 @@ def test_a_reconciled_call_read_by_following_the_document(redis_client: redis.Re
     assert version >= 1
     assert 0 < redis_client.ttl(call) <= 30 * 86_400
 
-    events = cast(dict[bytes, bytes], redis_client.hgetall(doc_key("callstate:events:", CallSid=sid)))
+    events = cast(dict[bytes, bytes], redis_client.hgetall(doc_key("callstate:events:", record=sid)))
     assert len(events) == len(set(history))
+    documented_width = re.search(r"(\d+) ASCII characters of preference", DOC)
+    assert documented_width is not None
+    width = int(documented_width.group(1))
     for field, value in events.items():
-        assert re.fullmatch(rb"(c:\d+:[^|]*|c:~[0-9a-f]{16}|r:RE\w+:[^|]*)\|[0-9a-f]{16}", field)
-        decoded = orjson.loads(value)
+        assert re.fullmatch(rb"[cr]:(twilio|rest):[0-9a-f]{16}", field)
+        assert re.fullmatch(rb"[0-9a-f]+", value[:width])
+        decoded = orjson.loads(value[width:])
         assert set(decoded) == {"kind", "source", "params"}
 
     assert redis_client.zscore(doc_key("callstate:{callstate}:recent"), sid) is not None
@@ -77,6 +81,8 @@ def test_a_reconciled_call_read_by_following_the_document(redis_client: redis.Re
     assert redis_client.zscore(status_index, sid) is not None
     active = redis_client.zscore(doc_key("callstate:{callstate}:active"), sid)
     assert (active is None) == state["final"]
+    final = redis_client.zscore(doc_key("callstate:{callstate}:final"), sid)
+    assert (final is not None) == state["final"]
     assert redis_client.hget(doc_key("callstate:{callstate}:published"), sid) == (
         f"{version}:{state['status'] or 'none'}".encode()
     )

@@ -73,3 +73,14 @@ class TestTokens:
             tokens.check("", "anything")
         with pytest.raises(ValueError, match="SECRET_KEY"):
             tokens.issue("", ttl=60)
+
+    def test_a_token_carries_the_accounts_it_may_read(self) -> None:
+        """--account scopes a token; without it a token reads every account (None)."""
+        tenant = "AC" + "7e" * 16
+        assert tokens.check(KEY, tokens.issue(KEY, ttl=60, accounts=[tenant, tenant])) == frozenset([tenant])
+        assert tokens.check(KEY, tokens.issue(KEY, ttl=60)) is None
+
+    def test_an_account_that_is_not_an_account_sid_is_refused_at_issue(self) -> None:
+        """A typo in --account fails loudly instead of giving a token that reads nothing."""
+        with pytest.raises(ValueError, match="AccountSid"):
+            tokens.issue(KEY, ttl=60, accounts=["ACnope"])

@@ -60,6 +60,12 @@ def get_url(url: str, params: Sequence[tuple[str, str]]) -> str:
     return url + joiner + urlencode(params)
 
 
+#: Unix seconds of 2026-09-01T12:00:00Z, the time call_params() callbacks are from (plus the
+#: sequence number, in seconds). A store that should index them as it would live runs at this time
+#: (index scores stay within a day of processing time).
+CALLED_AT = 1_788_264_000.0
+
+
 def call_params(sid: str, status: str, sequence: int | None = 0, **extra: str) -> list[tuple[str, str]]:
     """A realistic StatusCallback body."""
     params = [

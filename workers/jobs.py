@@ -36,7 +36,7 @@ def _store() -> Store:
     if store is None:
         # A plain `rq worker` that did not go through `callstate worker`.
         settings = Settings.from_environ(os.environ)
-        store = Store(job.connection, settings.retention_seconds)
+        store = Store(job.connection, settings.retention_seconds, settings.max_events_per_call)
         bind(store)
     return store
 
@@ -54,6 +54,8 @@ def apply_events(events: list[dict[str, Any]]) -> None:
         job_id=job.id if job is not None else None,
         events=result.events,
         new_events=result.new_events,
+        replaced=result.replaced,
+        over_cap=result.over_cap,
         calls=result.calls,
         changed=len(result.changed),
         published=result.published,

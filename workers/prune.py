@@ -1,7 +1,7 @@
 """Pruning: remove the global index entries of calls whose keys have expired.
 
-Per-call keys expire by TTL (the retention); the global indexes (RECENT, ACTIVE, the status zsets,
-PUBLISHED) cannot, so the sweep prunes them, a bounded number per run. An entry goes only when its
+Per-call keys expire by TTL (the retention); the global indexes (RECENT, ACTIVE, FINAL, the status
+zsets, PUBLISHED) cannot, so the sweep prunes them, a bounded number per run. An entry goes only when its
 call key is gone *and* its score is older than the retention, checked again atomically in a script
 over the global keys only (Cluster-safe), so a call that came back meanwhile keeps its entries.
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any, Final
 
 from callstate import keys
-from callstate.status import PUBLISHED_STATUSES
-from workers.store import Store
+from workers.store import Store, index_keys
 
 #: Index entries checked for pruning per sweep: one EXISTS each, pipelined.
 PRUNE_LIMIT: Final = 1000
 
 # Removes the index entries of expired calls; only global keys ({callstate}), so Cluster-safe.
-# KEYS: published, recent, active, then the status zsets. ARGV[1] the score cutoff, then pairs of
-# (CallSid, the PUBLISHED value read before the call key was found missing, '' for none).
+# KEYS: published, recent, then the other indexes (workers.store.index_keys). ARGV[1] the score
+# cutoff, then pairs of (call record, the PUBLISHED value read before the call key was found
+# missing, '' for none).
 # An entry is removed only if nothing published the call since that read (same PUBLISHED value)
 # and its RECENT score is still old: a call that came back meanwhile keeps its entries.
 PRUNE_SCRIPT: Final = """
@@ -50,7 +50,7 @@ def prune(store: Store, *, now: float, limit: int = PRUNE_LIMIT) -> int:
     """Remove the index entries of calls whose key expired and whose RECENT score is older than
     the retention; look at ``limit`` entries at most, oldest first. Returns how many were removed.
 
-    Every index entry of a call (ACTIVE, status zsets, PUBLISHED) has a RECENT entry with the same
+    Every index entry of a call (ACTIVE, FINAL, status zsets, PUBLISHED) has a RECENT entry with the same
     score, so RECENT is the one scanned.
     """
     redis = store.redis
@@ -69,5 +69,4 @@ def prune(store: Store, *, now: float, limit: int = PRUNE_LIMIT) -> int:
             args += [sid, seen.decode() if seen is not None else ""]
     if len(args) == 1:
         return 0
-    script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, *(keys.by_status(s) for s in PUBLISHED_STATUSES)]
-    return int(redis.register_script(PRUNE_SCRIPT)(keys=script_keys, args=args))
+    return int(redis.register_script(PRUNE_SCRIPT)(keys=index_keys(), args=args))

@@ -1,16 +1,18 @@
 -- Publish new call versions to the global indexes and the change stream, idempotently.
 -- All keys share the {callstate} hash tag.
--- KEYS[1] published hash, KEYS[2] recent zset, KEYS[3] active zset, KEYS[4] changes stream,
--- KEYS[5..14] the status zsets, in the order of callstate.workers.store.STATUSES.
+-- KEYS[1] published hash, KEYS[2] recent zset, KEYS[3] active zset, KEYS[4] final zset,
+-- KEYS[5] changes stream, KEYS[6..15] the status zsets, in the order of workers.store.STATUSES
+-- (workers.store.index_keys).
 -- ARGV[1] the stream's MINID (ms): entries older than the retention are trimmed.
--- Then one group of five per call: CallSid, version, status, final (0|1), score (Unix seconds).
+-- Then one group of five per call: record (CallSid or CallSid:tenant), version, status, final (0|1),
+-- score (Unix seconds, already bounded by workers.store.index_score).
 --
 -- A version newer than the published one updates the indexes and adds a stream entry; an older
 -- one (a worker that committed v but published after another published v+1) only adds its
 -- stream entry, so every change has one; the published version itself is a repeat: nothing.
 -- Returns the number of stream entries added.
 local status_key = {}
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   status_key[string.match(KEYS[i], ':([^:]+)$')] = KEYS[i]
 end
 
@@ -21,7 +23,7 @@ for i = 0, count - 1 do
 end
 local current = redis.call('HMGET', KEYS[1], unpack(sids))
 
-local recent, active_add, active_rem, published = {}, {}, {}, {}
+local recent, active_add, active_rem, final_add, final_rem, published = {}, {}, {}, {}, {}, {}
 local status_add, status_rem = {}, {}
 local function push(groups, key, ...)
   local list = groups[key]
@@ -45,7 +47,7 @@ for i = 0, count - 1 do
     seen_status = string.sub(current[i + 1], sep + 1)
   end
   if version ~= seen_version then
-    redis.call('XADD', KEYS[4], 'MINID', '~', ARGV[1], '*',
+    redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[1], '*',
                'call', sid, 'version', version, 'status', status, 'final', final)
     added = added + 1
   end
@@ -57,17 +59,29 @@ for i = 0, count - 1 do
     push(recent, 'x', score, sid)
     if final == '1' then
       push(active_rem, 'x', sid)
+      push(final_add, 'x', score, sid)
     else
       push(active_add, 'x', score, sid)
+      push(final_rem, 'x', sid)
     end
     push(published, 'x', sid, version .. ':' .. status)
   end
 end
 
-for key, members in pairs(status_rem) do redis.call('ZREM', key, unpack(members)) end
-for key, members in pairs(status_add) do redis.call('ZADD', key, unpack(members)) end
-if recent.x then redis.call('ZADD', KEYS[2], unpack(recent.x)) end
-if active_rem.x then redis.call('ZREM', KEYS[3], unpack(active_rem.x)) end
-if active_add.x then redis.call('ZADD', KEYS[3], unpack(active_add.x)) end
-if published.x then redis.call('HSET', KEYS[1], unpack(published.x)) end
+-- unpack() takes fewer than 8,000 values (LUAI_MAXCSTACK): a big batch goes in slices of an even
+-- size, so (score, member) and (field, value) pairs stay together.
+local function each_slice(command, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(command, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+for key, members in pairs(status_rem) do each_slice('ZREM', key, members) end
+for key, members in pairs(status_add) do each_slice('ZADD', key, members) end
+if recent.x then each_slice('ZADD', KEYS[2], recent.x) end
+if active_rem.x then each_slice('ZREM', KEYS[3], active_rem.x) end
+if active_add.x then each_slice('ZADD', KEYS[3], active_add.x) end
+if final_rem.x then each_slice('ZREM', KEYS[4], final_rem.x) end
+if final_add.x then each_slice('ZADD', KEYS[4], final_add.x) end
+if published.x then each_slice('HSET', KEYS[1], published.x) end
 return added

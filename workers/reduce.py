@@ -7,6 +7,11 @@ on the SET of distinct events, never on their order or on how many times one was
 reduces the same set writes the same bytes. Every choice below is therefore made by a total order
 over events whose last key is the event's canonical bytes (distinct events never share them).
 
+Re-splits (docs/redis-schema.md, "Re-splits"). Events that are splits of the same signed
+concatenation (:meth:`Event.slot`) count as one: the one with the greatest
+:meth:`Event.preference`, which is Twilio's own split whenever it is among them. Events sharing an
+identity are resolved the same way. So adding any re-split of a stored callback changes nothing.
+
 Nothing in an event's parameters can make this module raise: Twilio adds parameters and values
 without notice, and a value we cannot read becomes ``null``.
 """
@@ -57,15 +62,29 @@ class _Seen:
         self.time_key = _NO_TIME
 
 
-def reduce(call_sid: str, events: Iterable[Event]) -> CallState:
-    """The reconciled state of call ``call_sid`` from its call and recording events.
+def reduce(call_sid: str, events: Iterable[Event], tenant: str | None = None) -> CallState:
+    """The reconciled state of call ``call_sid`` from its call and recording events, as vouched for
+    by ``tenant``'s token (``None``: the main token).
 
-    Events of another call, recording events without a ``RecordingSid`` and events of an unknown kind
-    are ignored. Duplicates (equal canonical content) count once; distinct events sharing an identity
-    (:meth:`Event.identity`) are resolved to the one with the smallest canonical bytes.
+    Events of another call or another tenant, recording events without a ``RecordingSid`` and events
+    of an unknown kind are ignored. Duplicates (equal canonical content) count once; of the events
+    sharing a slot (:meth:`Event.slot`), then of those sharing an identity (:meth:`Event.identity`),
+    the one with the greatest :meth:`Event.preference` is kept.
     """
-    by_identity: dict[tuple[Any, ...], _Seen] = {}
+    # Keyed like Event.slot() but by the signed concatenation itself (params are in canonical
+    # order), and preferences computed only where two events meet: reduce runs for every call of
+    # every job, and a slot almost always holds one event.
+    by_slot: dict[tuple[str, str, str], Event] = {}
     for event in set(events):
+        if event.tenant != tenant:
+            continue
+        slot = (event.kind, event.source, "".join([name + value for name, value in event.params]))
+        kept = by_slot.get(slot)
+        if kept is None or event.preference() > kept.preference():
+            by_slot[slot] = event
+
+    by_identity: dict[tuple[Any, ...], _Seen] = {}
+    for event in by_slot.values():
         # Event.fields(), inlined: reduce runs for every call of every job.
         fields = dict(reversed(event.params))
         if fields.get("CallSid") != call_sid:
@@ -81,8 +100,8 @@ def reduce(call_sid: str, events: Iterable[Event]) -> CallState:
             key = ("r", fields["RecordingSid"], fields.get("RecordingStatus") or "")
         else:
             continue
-        kept = by_identity.get(key)
-        if kept is None or canonical < kept.canonical:
+        chosen = by_identity.get(key)
+        if chosen is None or event.preference() > chosen.event.preference():
             by_identity[key] = _Seen(event, fields, canonical)
 
     calls: list[_Seen] = []

@@ -14,7 +14,7 @@ from itertools import islice
 from typing import Final
 
 from callstate import keys
-from callstate.event import CALL_SID
+from callstate.event import CALL_RECORD
 from workers.store import Store
 
 #: Calls refreshed per round trip.
@@ -31,13 +31,14 @@ class Replayed:
 
 
 def stored_call_sids(store: Store) -> Iterator[str]:
-    """Every CallSid with stored events, by scanning the event-set keys (no index is trusted)."""
+    """Every call record (CallSid, or CallSid:tenant) with stored events, by scanning the event-set
+    keys (no index is trusted)."""
     pattern = keys.events("*")
     prefix, suffix = pattern.split("*")
     for raw in store.redis.scan_iter(match=pattern, count=1000):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
         sid = key[len(prefix) : len(key) - len(suffix)]
-        if CALL_SID.fullmatch(sid):
+        if CALL_RECORD.fullmatch(sid):
             yield sid
 
 

@@ -165,7 +165,7 @@ def build_worker(settings: Settings, name: str) -> EventWorker:
     Talks to Redis (schema version), so it raises ``RedisError`` when Redis is down.
     """
     redis = connect(settings, command_timeout=None, role="worker")
-    store = Store(redis, settings.retention_seconds)
+    store = Store(redis, settings.retention_seconds, settings.max_events_per_call)
     store.write_schema_version()
     jobs.bind(store)
     queue = make_queue(redis, settings.queue_name)

@@ -1,9 +1,12 @@
 """The store: events in, reconciled state out, in Redis (layout in callstate.keys).
 
-:meth:`Store.apply` takes a batch of events and, per call:
+:meth:`Store.apply` takes a batch of events and, per call record (:meth:`Event.record`: the CallSid,
+with the tenant's AccountSid when a subaccount's token verified the events):
 
-1. adds them to the call's event set (a hash keyed by :meth:`Event.store_key`; a duplicate
-   changes nothing) and reads the set back with the stored state, pipelined for the whole batch;
+1. adds them to the record's event set with ``add.lua``: one event per slot
+   (:meth:`Event.slot`; a duplicate or a re-split changes nothing unless it is preferred,
+   :meth:`Event.preference`), at most ``max_events`` slots per record; and reads the set back with
+   the stored state, pipelined for the whole batch;
 2. reduces the set to a state (pure: :func:`workers.reduce.reduce`);
 3. writes the state only if it changed, with a compare-and-set on the call's version (a Lua script
    that touches only that call's keys), retrying the calls whose version moved under it;
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Final
@@ -41,8 +44,9 @@ from callstate import keys
 from callstate.counters import add_lags, event_field, hincrby_all, state_change_field
 from callstate.errors import StoreConflict
 from callstate.event import Event
+from callstate.logs import log_event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
-from workers import deliveries
+from workers import codec
 from workers.reduce import reduce
 from workers.state import CallState
 
@@ -59,12 +63,51 @@ class ApplyResult:
     events: int = 0
     calls: int = 0
     new_events: int = 0
+    #: Events that took the slot of a less preferred split of the same signed callback.
+    replaced: int = 0
+    #: Events refused because their call record already holds ``max_events`` slots.
+    over_cap: int = 0
+    #: Records whose state changed.
     changed: list[str] = field(default_factory=list)
     published: int = 0
     conflicts: int = 0
     orphan_recordings: int = 0
     #: What was added to the deployment's counters (:mod:`callstate.counters`).
     counts: dict[str, int] = field(default_factory=dict)
+
+
+#: Distinct events (slots) kept per call record. Twilio sends a handful per call, a long call with
+#: many recordings a few dozen; the cap bounds what one job reads and reduces for one call, so a
+#: flood of signed events on one call cannot slow every job that touches it.
+DEFAULT_MAX_EVENTS: Final = 200
+
+#: Index scores stay within this many seconds of processing time: a signed Timestamp in year 9999
+#: would never be pruned, one from 1970 would jump the stuck sweep's queue. The state keeps
+#: Twilio's time (docs/redis-schema.md, "Index scores").
+INDEX_WINDOW: Final = 86_400
+
+#: The counter (:func:`callstate.counters.event_field`) of events refused because their call
+#: record already held ``max_events`` slots; ``new`` counts the ones stored (or that replaced a
+#: re-split of themselves), ``duplicate`` the rest (redeliveries, and re-splits that lost).
+OVER_CAP: Final = "over_cap"
+NEW: Final = "new"
+
+
+def index_score(updated_at: float | None, now: float) -> float:
+    """The indexes' score of a state updated at ``updated_at`` (Unix seconds), seen at ``now``."""
+    if updated_at is None:
+        return now
+    return min(max(updated_at, now - INDEX_WINDOW), now + INDEX_WINDOW)
+
+
+def call_sid_of(record: str) -> str:
+    """The CallSid of a call record (``CA…`` or ``CA…:AC…``)."""
+    return record.partition(":")[0]
+
+
+def tenant_of(record: str) -> str | None:
+    """The tenant of a call record, ``None`` for the main account's."""
+    return record.partition(":")[2] or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +124,18 @@ def _script(name: str) -> str:
 class Store:
     """The Redis-backed reconciler. Cheap to build; one per worker process."""
 
-    def __init__(self, redis: Redis, retention_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        retention_seconds: int,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.retention = retention_seconds
+        self.max_events = max_events
+        self.clock = clock
+        self._add = redis.register_script(_script("add.lua"))
         self._commit = redis.register_script(_script("commit.lua"))
         self._publish = redis.register_script(_script("publish.lua"))
 
@@ -91,26 +143,30 @@ class Store:
         self.redis.set(keys.SCHEMA, keys.SCHEMA_VERSION)
 
     def apply(self, events: Iterable[Event]) -> ApplyResult:
-        """Add ``events`` to the store and bring every touched call up to date. Idempotent."""
+        """Add ``events`` to the store and bring every touched call record up to date. Idempotent."""
         result = ApplyResult()
         by_call: dict[str, list[Event]] = defaultdict(list)
         orphans: list[Event] = []
+        every: list[Event] = []
         for event in events:
-            result.events += 1
-            sid = event.call_sid
-            if sid is None:
+            every.append(event)
+            record = event.record()
+            if record is None:
                 orphans.append(event)
             else:
-                by_call[sid].append(event)
+                by_call[record].append(event)
+        result.events = len(every)
         if orphans:
-            _count_stored(result.counts, orphans, self._store_orphans(orphans))
+            self._store_orphans(orphans, result)
             result.orphan_recordings = len(orphans)
         to_publish = self._reconcile(by_call, result) if by_call else {}
+        _count_stored(result.counts, every, result)
         result.published = self._publish_versions(to_publish, result.counts)
         return result
 
     def refresh(self, call_sids: Iterable[str]) -> ApplyResult:
-        """Recompute the state of ``call_sids`` from their stored events (``callstate replay``).
+        """Recompute the state of call records ``call_sids`` from their stored events
+        (``callstate replay``).
 
         Writes only where the result differs, e.g. after a reducer fix; publishes any version that
         was written but not published. Idempotent like :meth:`apply`.
@@ -126,11 +182,11 @@ class Store:
     ) -> dict[str, tuple[int, CallState]]:
         """Steps 1 to 3 for ``by_call``, counted in ``result``; the versions to publish."""
         result.calls = len(by_call)
-        reads, published, result.new_events = self._add_and_read(by_call)
+        reads, published = self._add_and_read(by_call, result)
         to_publish: dict[str, tuple[int, CallState]] = {}
         pending = set(by_call)
         for _ in range(MAX_CAS_ROUNDS):
-            states = {sid: reduce(sid, reads[sid].events) for sid in pending}
+            states = {sid: reduce(call_sid_of(sid), reads[sid].events, tenant_of(sid)) for sid in pending}
             for sid in pending:
                 # Outbox: a version written but never published (its worker died) goes out now.
                 read = reads[sid]
@@ -149,45 +205,91 @@ class Store:
                 break
             result.conflicts += len(pending)
             # Read the losers again (no events to add this time).
-            reads |= self._add_and_read({sid: [] for sid in pending})[0]
+            reads |= self._add_and_read({sid: [] for sid in pending}, result)[0]
         else:
             raise StoreConflict(len(pending))
-        _count_stored(result.counts, [e for events in by_call.values() for e in events], result.new_events)
         return to_publish
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _add_and_read(self, by_call: dict[str, list[Event]]) -> tuple[dict[str, _Read], dict[str, int], int]:
-        pipe = self.redis.pipeline(transaction=False)
+    def _add_and_read(
+        self, by_call: dict[str, list[Event]], result: ApplyResult
+    ) -> tuple[dict[str, _Read], dict[str, int]]:
         sids = list(by_call)
-        for sid in sids:
-            if by_call[sid]:
-                fields = [part for e in by_call[sid] for part in (e.store_key(), e.canonical())]
-                pipe.hset(keys.events(sid), items=fields)
-            pipe.hgetall(keys.events(sid))
-            pipe.hmget(keys.call(sid), "state", "version")
-        pipe.hmget(keys.PUBLISHED, sids)
-        # Last in the pipeline, so that the replies read below keep their places.
-        deliveries.record(pipe, by_call, self.retention)
-        replies = iter(pipe.execute())
-        new_events = 0
+
+        def pipeline() -> Pipeline:
+            pipe = self.redis.pipeline(transaction=False)
+            for sid in sids:
+                if by_call[sid]:
+                    self._queue_add(pipe, keys.events(sid), by_call[sid], keys.deliveries(sid))
+                pipe.hgetall(keys.events(sid))
+                pipe.hmget(keys.call(sid), "state", "version")
+            pipe.hmget(keys.PUBLISHED, sids)
+            return pipe
+
+        replies = iter(self._execute(pipeline))
         reads: dict[str, _Read] = {}
         for sid in sids:
             if by_call[sid]:
-                new_events += next(replies)
+                self._count_added(next(replies), result, call_sid=call_sid_of(sid), tenant=tenant_of(sid))
             reads[sid] = self._parse_read(next(replies), next(replies))
         published = {
             sid: int(raw.split(b":", 1)[0])
             for sid, raw in zip(sids, next(replies), strict=True)
             if raw is not None
         }
-        return reads, published, new_events
+        return reads, published
+
+    def _queue_add(
+        self, pipe: Pipeline, key: str, events: Sequence[Event], deliveries_key: str | None = None
+    ) -> None:
+        """Queue ``add.lua`` for ``events`` into the event set ``key`` (see :meth:`_execute` for a
+        lost script), counting their deliveries in ``deliveries_key`` (workers.deliveries) if given.
+        The script counts only events it kept, so the deliveries hash has the event set's cap."""
+        counted = deliveries_key is not None
+        args: list[str | bytes | int | float] = [
+            self.max_events,
+            codec.PREFERENCE_WIDTH,
+            self.retention if counted else 0,
+        ]
+        for event in events:
+            received = repr(event.received_at) if counted and event.received_at is not None else ""
+            args += [codec.field(event), codec.encode(event), received]
+        pipe.evalsha(self._add.sha, 2, key, deliveries_key or key, *args)
+
+    def _count_added(self, reply: list[int], result: ApplyResult, **names: str | None) -> None:
+        """Count what ``add.lua`` answered for one event set (``names`` say whose, for the log)."""
+        added, replaced, refused = (int(n) for n in reply)
+        result.new_events += added + replaced
+        result.replaced += replaced
+        if refused:
+            result.over_cap += refused
+            # One line per job and record: a flood is visible without a line per event.
+            log_event(
+                logger,
+                "events_over_cap",
+                logging.WARNING,
+                **names,
+                refused=refused,
+                cap=self.max_events,
+            )
+
+    def _execute(self, pipeline: Callable[[], Pipeline]) -> list[Any]:
+        """Run the pipeline ``pipeline()`` builds; if Redis lost its script cache (a restart), load
+        the scripts and run it again. Every command queued here is idempotent, and a lost script
+        means its EVALSHA did nothing."""
+        try:
+            return pipeline().execute()
+        except NoScriptError:
+            for script in (self._add, self._commit, self._publish):
+                self.redis.script_load(script.script)
+            return pipeline().execute()
 
     @staticmethod
     def _parse_read(raw_events: dict[bytes, bytes], call: list[bytes | None]) -> _Read:
         state, version = call
         return _Read(
-            events=[Event.from_canonical(raw) for raw in raw_events.values()],
+            events=[codec.decode(raw) for raw in raw_events.values()],
             state=state,
             version=int(version) if version is not None else 0,
         )
@@ -227,11 +329,7 @@ class Store:
                 pipe.evalsha(script.sha, 2, call_key, events_key, version, state, ttl)
             return pipe
 
-        try:
-            return pipeline().execute()
-        except NoScriptError:
-            self.redis.script_load(script.script)
-            return pipeline().execute()
+        return self._execute(pipeline)
 
     def _publish_versions(self, entries: dict[str, tuple[int, CallState]], counts: dict[str, int]) -> int:
         """Step 4, with ``counts`` added to the counters in the same round trip; the number of
@@ -242,13 +340,12 @@ class Store:
                     hincrby_all(pipe, counts)
                     pipe.execute()
             return 0
-        now = time.time()
-        args: list[str | int | float] = [int((now - self.retention) * 1000)]
+        now = self.clock()
+        args: list[str | int | float] = [max(0, int((now - self.retention) * 1000))]
         for sid, (version, state) in entries.items():
-            score = state.updated_at.timestamp() if state.updated_at is not None else now
-            args += [sid, version, state.status or NO_STATUS, int(state.final), score]
-        script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.CHANGES]
-        script_keys += [keys.by_status(status) for status in PUBLISHED_STATUSES]
+            updated = state.updated_at.timestamp() if state.updated_at is not None else None
+            args += [sid, version, state.status or NO_STATUS, int(state.final), index_score(updated, now)]
+        script_keys = index_keys(with_stream=True)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.evalsha(self._publish.sha, len(script_keys), *script_keys, *args)
             hincrby_all(pipe, counts)
@@ -263,22 +360,43 @@ class Store:
             raise added
         return int(added)
 
-    def _store_orphans(self, events: Sequence[Event]) -> int:
-        """Recording callbacks naming no call (conference recordings) are kept, per recording.
-        Returns how many of them were new."""
-        pipe = self.redis.pipeline(transaction=False)
+    def _store_orphans(self, events: Sequence[Event], result: ApplyResult) -> None:
+        """Recording callbacks naming no call (conference recordings) are kept, per recording,
+        with the same slots and cap as a call's events."""
+        by_key: dict[str, list[Event]] = defaultdict(list)
         for event in events:
-            key = keys.orphan_recording(event.recording_sid or "unknown")
-            pipe.hset(key, event.store_key(), event.canonical())
-            pipe.expire(key, self.retention)
-        return sum(pipe.execute()[::2])
+            record = keys.record(event.recording_sid or "unknown", event.tenant)
+            by_key[keys.orphan_recording(record)].append(event)
+
+        def pipeline() -> Pipeline:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, group in by_key.items():
+                self._queue_add(pipe, key, group)
+                pipe.expire(key, self.retention)
+            return pipe
+
+        replies = self._execute(pipeline)
+        for group, reply in zip(by_key.values(), replies[0::2], strict=True):
+            self._count_added(reply, result, recording_sid=group[0].recording_sid, tenant=group[0].tenant)
 
 
-def _count_stored(counts: dict[str, int], events: Sequence[Event], new: int) -> None:
-    """Count ``events``, of which ``new`` were not stored before, and their lags until now."""
+def index_keys(*, with_stream: bool = False) -> list[str]:
+    """The global index keys in the order ``publish.lua`` (with the stream) and the pruning script
+    (without) take them: published, recent, active, final, [changes,] then one per status."""
+    head = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.FINAL]
+    if with_stream:
+        head.append(keys.CHANGES)
+    return head + [keys.by_status(status) for status in PUBLISHED_STATUSES]
+
+
+def _count_stored(counts: dict[str, int], events: Sequence[Event], result: ApplyResult) -> None:
+    """Count ``events`` by what became of them (``result``: new, over the cap, else duplicates or
+    re-splits of stored ones), and their lags until now."""
     if not events:
         return
-    for name, amount in (("new", new), ("duplicate", len(events) - new)):
+    refused = result.over_cap
+    new = result.new_events
+    for name, amount in ((NEW, new), (OVER_CAP, refused), ("duplicate", len(events) - new - refused)):
         if amount:
             counts[event_field(name)] = counts.get(event_field(name), 0) + amount
     now = time.time()

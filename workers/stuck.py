@@ -32,7 +32,7 @@ from callstate.event import Event, parse_callback
 from callstate.logs import log_event
 from callstate.status import TERMINAL_STATUSES
 from workers.prune import members
-from workers.store import Store
+from workers.store import Store, call_sid_of, tenant_of
 from workers.twilioapi import TwilioAPI, TwilioAPIError
 
 logger = logging.getLogger("callstate.sweep")
@@ -99,14 +99,15 @@ class StuckCalls:
         return outcomes
 
 
-def rest_event(resource: Mapping[str, Any], call_sid: str) -> Event | None:
+def rest_event(resource: Mapping[str, Any], call_sid: str, tenant: str | None = None) -> Event | None:
     """The event a REST Call resource stands for: ``None`` unless its status is terminal.
 
     Named like a StatusCallback (CallSid, AccountSid, CallStatus, CallDuration, Timestamp,
     ParentCallSid, Direction, From, To, AnsweredBy), source ``rest``, no ``SequenceNumber``, so a
     terminal callback that arrives later outranks it. ``Timestamp`` is ``end_time``, else
     ``date_updated`` (both RFC 2822 as Twilio gives them). Raises :class:`UnusableAnswer` for a resource
-    that is not the call asked about or carries malformed SIDs.
+    that is not the call asked about or carries malformed SIDs. ``tenant`` is the asked record's:
+    the answer goes back to that record.
     """
     if resource.get("sid") != call_sid:
         raise UnusableAnswer("the answer is about another call")
@@ -123,7 +124,7 @@ def rest_event(resource: Mapping[str, Any], call_sid: str) -> Event | None:
         checked = parse_callback("call", params)
     except InvalidCallback as exc:
         raise UnusableAnswer(exc.reason) from None
-    return Event.create("call", checked.params, source="rest")
+    return Event.create("call", checked.params, source="rest", tenant=tenant)
 
 
 def _text(value: object) -> str | None:
@@ -164,7 +165,7 @@ def ask_stuck(
             return
         result.asked += 1
         try:
-            resource = api.fetch_call(account, sid)
+            resource = api.fetch_call(account, call_sid_of(sid))
         except TwilioAPIError as exc:
             if exc.rate_limited:
                 log_event(
@@ -188,7 +189,7 @@ def ask_stuck(
             continue
         store.redis.zadd(SWEPT, {sid: now()})
         try:
-            event = rest_event(resource, sid)
+            event = rest_event(resource, call_sid_of(sid), tenant_of(sid))
         except UnusableAnswer as exc:
             result.failed += 1
             log_event(logger, "sweep_call_failed", logging.WARNING, call_sid=sid, reason=str(exc))

@@ -132,7 +132,7 @@ def sweep_once(
     """
     client = redis or connect(settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
     try:
-        store = Store(client, settings.retention_seconds)
+        store = Store(client, settings.retention_seconds, settings.max_events_per_call)
         token = uuid.uuid4().hex
         request_timeout = api.timeout if api is not None else 0
         lease_ms = int((interval + 2 * request_timeout + 30) * 1000)

@@ -19,6 +19,7 @@ from redis import Redis
 from callstate import keys
 from callstate.event import Event
 from callstate.status import CALL_STATUS_RANK, RECORDING_STATUS_RANK, UNKNOWN_RANK
+from workers import codec
 from workers.deliveries import Delivery
 from workers.deliveries import read as read_deliveries
 
@@ -75,7 +76,7 @@ def read(redis: Redis, call_sid: str) -> tuple[dict[str, Any] | None, list[Entry
         pipe.hget(keys.call(call_sid), "state")
         pipe.hgetall(keys.events(call_sid))
         state_raw, events_raw = pipe.execute()
-    stored = {field.decode(): Event.from_canonical(raw) for field, raw in events_raw.items()}
+    stored = {field.decode(): codec.decode(raw) for field, raw in events_raw.items()}
     state = orjson.loads(state_raw) if state_raw is not None else None
     return state, entries(stored, read_deliveries(redis, call_sid) if stored else {})
 

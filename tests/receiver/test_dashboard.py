@@ -23,7 +23,7 @@ from callstate.settings import Settings
 from receiver.app import create_app
 from receiver.dashboard import COOKIE, Snapshots
 from tests.redisserver import RedisServer
-from tests.twiliosign import TOKEN, call_params, call_sid
+from tests.twiliosign import CALLED_AT, TOKEN, call_params, call_sid
 from workers.store import Store
 
 KEY = "dashboard-secret-key-0123456789abcdefghij"
@@ -49,7 +49,7 @@ def signed_in(client: TestClient) -> TestClient:
 
 
 def store_calls(client: redis.Redis, outcomes: dict[str, tuple[str, ...]]) -> None:
-    store = Store(client, 86_400)
+    store = Store(client, 86_400, clock=lambda: CALLED_AT)
     store.apply(
         [
             parse_callback("call", call_params(sid, status, n))
@@ -201,7 +201,7 @@ class TestData:
         self, signed_in: TestClient, redis_client: redis.Redis
     ) -> None:
         """With 10,000 calls stored, a page carries `limit` rows and the total, never all."""
-        store = Store(redis_client, 86_400)
+        store = Store(redis_client, 86_400, clock=lambda: CALLED_AT)
         for start in range(0, 10_000, 1000):
             store.apply(
                 [

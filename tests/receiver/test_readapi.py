@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +29,13 @@ def stored(redis_client: redis.Redis) -> dict[str, Any]:
     """Twenty reconciled calls; their expected states by CallSid."""
     rng = random.Random(11)
     calls = {f"CA{n:032x}": make_history(rng, f"CA{n:032x}") for n in range(1, 21)}
-    Store(redis_client, 86_400).apply([event for history in calls.values() for event in history])
+    # The histories spread over 2026; index scores are bounded to a day around processing time,
+    # so each call is processed at its own last event, as it would have been.
+    store = Store(redis_client, 86_400)
+    for history in calls.values():
+        times = [e.timestamp.timestamp() for e in history if e.kind == "call" and e.timestamp]
+        store.clock = functools.partial(float, max(times, default=time.time()))
+        store.apply(history)
     return {sid: reduce(sid, history).to_dict() for sid, history in calls.items()}
 
 

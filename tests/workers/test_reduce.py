@@ -99,22 +99,22 @@ class TestOrderIndependence:
 
     @settings(max_examples=50, deadline=None)
     @given(call_histories(), st.data())
-    def test_same_identity_resolves_like_the_smallest_canonical_form(
+    def test_same_identity_resolves_like_the_preferred_one(
         self, history: tuple[str, list[Event]], data: st.DataObject
     ) -> None:
-        """Variants sharing an Event.identity() reduce as if only the smallest canonical one existed."""
+        """Variants sharing an Event.identity() reduce as if only the preferred one existed."""
         call_sid, events = history
         variants = [
             Event.create(e.kind, [*e.params, ("Variant", v)], source=e.source)
             for e, v in data.draw(st.lists(st.tuples(st.sampled_from(events), st.text(max_size=3))))
         ]
         everything = events + variants
-        smallest: dict[str, Event] = {}
+        preferred: dict[str, Event] = {}
         for event in everything:
-            kept = smallest.get(event.identity())
-            if kept is None or event.canonical() < kept.canonical():
-                smallest[event.identity()] = event
-        expected = reduce(call_sid, list(smallest.values())).to_json()
+            kept = preferred.get(event.identity())
+            if kept is None or event.preference() > kept.preference():
+                preferred[event.identity()] = event
+        expected = reduce(call_sid, list(preferred.values())).to_json()
         assert reduce(call_sid, data.draw(st.permutations(everything))).to_json() == expected
 
     @settings(max_examples=100, deadline=None)
@@ -346,7 +346,7 @@ class TestCallFields:
         state = reduce(CALL, [first, second])
         assert state.to_json() == reduce(CALL, [second, first]).to_json()
         assert len(state.events) == 1
-        assert state.duration == (42 if first.canonical() < second.canonical() else 43)
+        assert state.duration == (42 if first.preference() > second.preference() else 43)
 
     def test_events_of_other_calls_are_ignored(self) -> None:
         """Only events whose CallSid is the reduced call count."""

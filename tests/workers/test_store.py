@@ -6,18 +6,24 @@ import random
 import time
 from typing import Any, cast
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callstate import keys
-from callstate.counters import LAG_FIELDS, LAG_SUM
+from callstate.counters import LAG_FIELDS, LAG_SUM, event_field
 from callstate.event import Event
 from callstate.traffic import make_history
 from tests.histories import call_histories, shuffled_with_duplicates
+from tests.resplits import resplits
+from tests.twiliosign import call_params, call_sid
 from workers.reduce import reduce
-from workers.store import Store
+from workers.store import INDEX_WINDOW, OVER_CAP, Store
+
+#: Processing time of the index tests.
+NOW = 1_800_000_000.0
 
 RETENTION = 30 * 86_400
 
@@ -263,3 +269,110 @@ class TestCounters:
         before = counters(redis_client)
         assert store.refresh([sid]).counts == {}
         assert counters(redis_client) == before
+
+
+class TestResplitsInTheStore:
+    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(history=call_histories(), data=st.data())
+    def test_resplits_in_any_order_leave_the_event_set_and_state_of_the_genuine_ones(
+        self, redis_client: redis.Redis, history: tuple[str, list[Event]], data: st.DataObject
+    ) -> None:
+        """Genuine events and re-splits of them (tests/resplits.py), applied in any order and
+        batches: the event set and the state are those of the genuine events alone, so add.lua
+        kept Twilio's split in every slot whatever came first."""
+        sid, events = history
+        genuine = [e for e in events if e.source == "twilio"] or events
+        redis_client.flushall()
+        Store(redis_client, RETENTION).apply(genuine)
+        expected = snapshot(redis_client, sid)
+
+        redis_client.flushall()
+        target = data.draw(st.sampled_from(genuine))
+        splits = data.draw(st.lists(st.sampled_from(resplits(target.params)), min_size=1, max_size=8))
+        variants = [Event.create(target.kind, split, source=target.source) for split in splits]
+        delivered = data.draw(st.permutations(genuine + variants))
+        sizes = data.draw(st.lists(st.integers(1, 4), max_size=len(delivered)))
+        store = Store(redis_client, RETENTION)
+        for batch in in_batches(delivered, sizes):
+            store.apply(batch)
+        got = snapshot(redis_client, sid)
+        assert got["events"] == expected["events"]
+        assert got["call"].get(b"state") == expected["call"].get(b"state")
+
+
+class TestCap:
+    def test_new_events_over_the_cap_are_refused_logged_and_counted(
+        self, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """With a cap of 20, the 21st distinct event of a call is not stored; the job's result,
+        a warning naming the call, and the stats counter say so. Redeliveries of stored events and
+        other calls are not affected."""
+        sid, other = call_sid(0xCA9), call_sid(0xCAA)
+        store = Store(redis_client, RETENTION, max_events=20)
+        flood = [
+            Event.create("call", call_params(sid, "in-progress", n % 60, Junk=str(n))) for n in range(30)
+        ]
+        first = store.apply(flood[:20])
+        with caplog.at_level("WARNING", logger="callstate.worker"):
+            second = store.apply([*flood, Event.create("call", call_params(other, "ringing", 1))])
+        assert (first.new_events, first.over_cap) == (20, 0)
+        assert (second.new_events, second.over_cap) == (1, 10)
+        assert redis_client.hlen(keys.events(sid)) == 20
+        assert counters(redis_client)[event_field(OVER_CAP)] == 10
+        lines = [r.callstate_fields for r in caplog.records if r.getMessage() == "events_over_cap"]  # type: ignore[attr-defined]
+        assert [(fields["call_sid"], fields["refused"]) for fields in lines] == [(sid, 10)]
+        assert redis_client.hget(keys.call(other), "state") is not None
+
+
+class TestIndexes:
+    @pytest.mark.parametrize(
+        ("timestamp", "score"),
+        [
+            ("Fri, 31 Dec 9999 23:59:59 +0000", NOW + INDEX_WINDOW),
+            ("Thu, 01 Jan 1970 00:00:00 +0000", NOW - INDEX_WINDOW),
+        ],
+    )
+    def test_index_scores_stay_near_processing_time_and_the_state_keeps_twilios_time(
+        self, redis_client: redis.Redis, timestamp: str, score: float
+    ) -> None:
+        """A signed Timestamp in year 9999 or 1970 is kept in the state, but every index scores the
+        call within INDEX_WINDOW of processing time: it is pruned in time and does not jump the
+        stuck sweep's queue."""
+        sid = call_sid(0x1D0)
+        params = [(n, timestamp if n == "Timestamp" else v) for n, v in call_params(sid, "ringing", 1)]
+        Store(redis_client, RETENTION, clock=lambda: NOW).apply([Event.create("call", params)])
+        state = orjson.loads(cast(bytes, redis_client.hget(keys.call(sid), "state")))
+        assert state["updated_at"][:4] in ("9999", "1970")
+        for index in (keys.RECENT, keys.ACTIVE, keys.by_status("ringing")):
+            assert redis_client.zscore(index, sid) == score
+
+    def test_final_calls_are_in_the_final_index_only(self, redis_client: redis.Redis) -> None:
+        """A call enters FINAL when it becomes final and leaves ACTIVE."""
+        sid = call_sid(0xF1A)
+        store = Store(redis_client, RETENTION)
+        store.apply([Event.create("call", call_params(sid, "ringing", 1))])
+        assert (redis_client.zscore(keys.ACTIVE, sid) is None, redis_client.zscore(keys.FINAL, sid)) == (
+            False,
+            None,
+        )
+        store.apply([Event.create("call", call_params(sid, "completed", 2))])
+        assert redis_client.zscore(keys.ACTIVE, sid) is None
+        assert redis_client.zscore(keys.FINAL, sid) is not None
+
+
+class TestTenants:
+    def test_a_tenants_events_go_to_its_own_record(self, redis_client: redis.Redis) -> None:
+        """An event verified by a tenant's token never changes the main record of its CallSid; it
+        builds the record <CallSid>:<tenant>, indexed under that name."""
+        sid = call_sid(0x7E4)
+        store = Store(redis_client, RETENTION)
+        store.apply([Event.create("call", call_params(sid, "ringing", 1))])
+        before = snapshot(redis_client, sid)
+        tenant = "AC" + "7e" * 16
+        forged = [(n, tenant if n == "AccountSid" else v) for n, v in call_params(sid, "completed", 999)]
+        store.apply([Event.create("call", forged, tenant=tenant)])
+        assert snapshot(redis_client, sid) == before
+        record = keys.record(sid, tenant)
+        state = orjson.loads(cast(bytes, redis_client.hget(keys.call(record), "state")))
+        assert (state["sid"], state["status"], state["account_sid"]) == (sid, "completed", tenant)
+        assert redis_client.zscore(keys.FINAL, record) is not None

@@ -63,7 +63,8 @@ def callback(call_sid: str, seq: int, status: str, at: float, **extra: str) -> E
 
 
 def start(store: Store, call_sid: str, at: float, **extra: str) -> None:
-    """A call that rang at ``at`` and was never heard of again."""
+    """A call that rang at ``at`` (and was processed then) and was never heard of again."""
+    store.clock = lambda: at
     store.apply(
         [callback(call_sid, 0, "initiated", at - 2, **extra), callback(call_sid, 1, "ringing", at, **extra)]
     )
@@ -96,7 +97,8 @@ def twilio() -> Iterator[FakeTwilio]:
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> Store:
-    return Store(redis_client, RETENTION)
+    # Index scores are bounded around processing time: the store lives at T0 like the calls.
+    return Store(redis_client, RETENTION, clock=lambda: T0)
 
 
 def api_for(fake: FakeTwilio, **options: Any) -> TwilioAPI:
@@ -384,6 +386,7 @@ class TestPrune:
         start(store, sid(1), old)  # old, expired: pruned
         start(store, sid(2), old)  # old, key still there: kept
         start(store, sid(3), T0 - DAY)  # young, expired: kept (its score is within the retention)
+        store.clock = lambda: old
         store.apply([callback(sid(4), 0, "busy", old)])  # final, old, expired: pruned
         for expired in (sid(1), sid(3), sid(4)):
             redis_client.delete(keys.call(expired), keys.events(expired))

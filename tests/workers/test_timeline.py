@@ -29,7 +29,7 @@ EVENTS = [
 
 
 def test_order_is_sequence_then_unsequenced_then_recordings_whatever_the_storage_order() -> None:
-    stored = {event.store_key(): event for event in EVENTS}
+    stored = {event.slot(): event for event in EVENTS}
     shuffled = list(stored.items())
     random.Random(4).shuffle(shuffled)
     timeline = entries(dict(shuffled), {})
@@ -46,16 +46,16 @@ def test_order_is_sequence_then_unsequenced_then_recordings_whatever_the_storage
 
 def test_deliveries_are_matched_by_event_set_field() -> None:
     first = EVENTS[1]
-    timeline = entries({first.store_key(): first}, {first.store_key(): Delivery(3, 1_790_000_000.0)})
+    timeline = entries({first.slot(): first}, {first.slot(): Delivery(3, 1_790_000_000.0)})
     [entry] = timeline
     assert (entry.deliveries, entry.received_at) == (3, "2026-09-21T14:13:20Z")
 
 
 def test_an_event_stored_before_deliveries_were_counted_shows_zero() -> None:
-    [entry] = entries({EVENTS[0].store_key(): EVENTS[0]}, {})
+    [entry] = entries({EVENTS[0].slot(): EVENTS[0]}, {})
     assert (entry.deliveries, entry.received_at) == (0, None)
 
 
 def test_render_without_state_says_so() -> None:
-    text = render(SID, None, entries({EVENTS[0].store_key(): EVENTS[0]}, {}))
+    text = render(SID, None, entries({EVENTS[0].slot(): EVENTS[0]}, {}))
     assert text.splitlines()[0] == f"call {SID}: no state yet (1 event(s) stored, not reconciled)"
