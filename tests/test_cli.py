@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callstate import keys
+from callstate import keys, tokens
 from tests.procs import callstate
 from tests.redisserver import RedisServer
 
@@ -63,6 +63,20 @@ def test_token_needs_secret_key() -> None:
     result = run("token")
     assert result.returncode == 2
     assert "SECRET_KEY" in result.stderr
+
+
+def test_token_scoped_to_an_account_reads_only_that_account() -> None:
+    """`callstate token --account AC…` prints a token whose scope is that account; a malformed
+    account is one line and a non-zero exit, not a token that reads nothing."""
+    tenant = "AC" + "7e" * 16
+    result = run("token", "--account", tenant, SECRET_KEY="cli-secret")
+    assert result.returncode == 0, result.stderr
+    assert tokens.check("cli-secret", result.stdout.strip()) == frozenset([tenant])
+    refused = run("token", "--account", "ACnope", SECRET_KEY="cli-secret")
+    assert refused.returncode != 0
+    assert refused.stdout == ""
+    assert "AccountSid" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_release_check_warns_about_http_behind_a_router(
