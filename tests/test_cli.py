@@ -69,10 +69,10 @@ def test_token_scoped_to_an_account_reads_only_that_account() -> None:
     """`callstate token --account AC…` prints a token whose scope is that account; a malformed
     account is one line and a non-zero exit, not a token that reads nothing."""
     tenant = "AC" + "7e" * 16
-    result = run("token", "--account", tenant, SECRET_KEY="cli-secret")
+    result = run("token", "--account", tenant, SECRET_KEY="cli-secret-key-0123456789abcdefghij")
     assert result.returncode == 0, result.stderr
-    assert tokens.check("cli-secret", result.stdout.strip()) == frozenset([tenant])
-    refused = run("token", "--account", "ACnope", SECRET_KEY="cli-secret")
+    assert tokens.check("cli-secret-key-0123456789abcdefghij", result.stdout.strip()) == frozenset([tenant])
+    refused = run("token", "--account", "ACnope", SECRET_KEY="cli-secret-key-0123456789abcdefghij")
     assert refused.returncode != 0
     assert refused.stdout == ""
     assert "AccountSid" in refused.stderr

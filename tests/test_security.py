@@ -42,7 +42,7 @@ from workers.store import OVER_CAP
 
 OVER_CAP_FIELD = event_field(OVER_CAP)
 
-SECRET = "security-test-secret-key"
+SECRET = "security-test-secret-key-0123456789"
 TENANT = "AC" + "7e" * 16
 TENANT_TOKEN = "tenant-auth-token-0123456789"
 OTHER_TENANT = "AC" + "0b" * 16
