@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from callstate import dotenv, keys, logs
 from callstate.errors import ConfigError
-from callstate.event import CALL_SID
+from callstate.event import CALL_RECORD, CALL_SID
 from callstate.progress import Progress
 from callstate.settings import Settings
 from callstate.tokens import MAX_TTL
@@ -174,7 +174,8 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.all == bool(args.call_sids):
         return _refuse("replay", "name CALLSIDs or pass --all (not both)")
-    malformed = [sid for sid in args.call_sids if not CALL_SID.fullmatch(sid)]
+    # A tenant's call is named by its record, CallSid:AccountSid (docs/redis-schema.md, "Tenants").
+    malformed = [sid for sid in args.call_sids if not CALL_RECORD.fullmatch(sid)]
     if malformed:
         return _refuse("replay", f"not a CallSid: {', '.join(malformed)}; nothing changed")
     logs.configure(settings.log_format)

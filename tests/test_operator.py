@@ -89,6 +89,19 @@ class TestReplay:
         assert "replayed 1 call(s), 0 changed" in result.stdout
         assert redis_client.exists(keys.call(call_sid(2))) == 0
 
+    def test_a_tenants_record_is_replayed_by_its_name(
+        self, redis_server: RedisServer, redis_client: redis.Redis
+    ) -> None:
+        """`replay CA…:AC…` recomputes a tenant's record (docs/redis-schema.md, "Tenants")."""
+        tenant = "AC" + "7e" * 16
+        sid = call_sid(3)
+        Store(redis_client, RETENTION).apply(
+            [Event.create("call", event(sid, "ringing", 1).params, tenant=tenant)]
+        )
+        result = callstate("replay", keys.record(sid, tenant), REDIS_URL=redis_server.url)
+        assert result.returncode == 0, result.stderr
+        assert "replayed 1 call(s), 0 changed" in result.stdout
+
     def test_replay_all_shows_progress(self, redis_server: RedisServer, redis_client: redis.Redis) -> None:
         """A long replay writes a progress line every thousand calls (stderr is not a terminal here)."""
         Store(redis_client, RETENTION).apply([event(call_sid(n), "ringing", 1) for n in range(1050)])
