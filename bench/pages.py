@@ -32,7 +32,7 @@ from callstate import keys, tokens
 from callstate.event import parse_callback
 from workers.store import Store
 
-SECRET_KEY = "bench-pages-secret-key"  # noqa: S105 - a throwaway key for a local run
+SECRET_KEY = "bench-pages-secret-key-0123456789abcdef"  # noqa: S105 - a throwaway key for a local run
 CALLS = 2_000
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from bench.drain import DrainResult, MemoryResult
 from bench.lag import LagResult
 from bench.loadgen import LoadResult
+from bench.pages import PagesResult
+from bench.pages import table as pages_table
 from bench.receiver import ReceiverResult
 from bench.rqbaseline import BaselineResult
 
@@ -33,6 +35,8 @@ class Results:
     lag: LagResult | None = None
     #: What the deployment's counters cost (bench.micro.counting): (what, us of CPU).
     metrics_cost: list[tuple[str, float]] = field(default_factory=list)
+    #: What open live pages take from a web process (bench.pages).
+    pages: list[PagesResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def receiver(self, key: str) -> ReceiverResult | None:
@@ -214,6 +218,11 @@ def markdown(results: Results) -> str:
         lines += ["", "## What the metrics cost (in-process, best of 7, CPU time)", ""]
         lines += ["| what | CPU |", "|---|---:|"]
         lines += [f"| {what} | {micros:.1f} us |" for what, micros in results.metrics_cost]
+    if results.pages:
+        web = results.receiver("callstate")
+        per_callback = web.server_cpu_us if web is not None and web.server_cpu_us else 60.0
+        lines += ["", "## Live pages: the web process's CPU with pages open (bench/pages.py)", ""]
+        lines += [pages_table(results.pages, per_callback)]
     lines += ["", "## Goals (issue 4)", "", "| goal | target | measured | met |", "|---|---|---|---|"]
     for item in goals(results):
         met = "n/a" if item.met is None else ("yes" if item.met else "**no**")

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from bench import capacity, designs, machine, micro, report
+from bench import capacity, designs, machine, micro, pages, report
 from bench.corpus import Corpus, history_corpus, progress_corpus
 from bench.drain import drain
 from bench.lag import lag
@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="only the capacity inputs: queue and store on separate Redis, 1 and 2 "
         "workers, then the store on a 3-master cluster (bench/out/capacity.md)",
+    )
+    parser.add_argument(
+        "--pages", type=int, default=5, help="live pages open in the live-page phase (0: skip it)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args(argv)
@@ -223,6 +226,12 @@ def run(args: argparse.Namespace) -> report.Results:
         profiler=ctx.profiler,
     )
     say(f"lag: p99 {results.lag.p99_ms:.0f} ms")
+    if args.pages > 0:
+        say(f"live pages: the web process's CPU with 0 and {args.pages} pages open, stream moving")
+        results.pages = pages.measure(
+            redis, out, pages=args.pages, rates=[300, 3000], seconds=min(args.seconds, 8), cores=cores
+        )
+        say(f"live pages: {max(r.cpu_share for r in results.pages):.1%} of a core at most")
     results.metrics_cost = micro.counting()
     say(f"metrics: {results.metrics_cost[0][1]:.1f} us per callback counted")
     if results.lag.p99_ms > args.seconds * 1000 / 4:
