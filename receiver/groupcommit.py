@@ -15,11 +15,19 @@ given the backlog the last write reported, and asked again whenever an item arri
 
 The write itself is blocking code (RQ and redis-py's sync client), run on dedicated threads so
 that the event loop never blocks; two writes may be in flight at once.
+
+Answer time. Each step that waits on Redis has its timeout (a free connection, each command), but
+an item can wait on several in a row: for a write slot while both writes in flight hang, then for
+its own write. So the total is bounded instead: ``answer_within`` seconds after :meth:`submit`, an
+item whose write has not succeeded gets :class:`StoreUnavailable` (503), and if it is still
+waiting for a batch it is withdrawn, never written. A write already under way may still land
+after the 503; the retry that the 503 invites is then a duplicate, which the store ignores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -52,6 +60,7 @@ class GroupCommit:
         behind_interval: float = 0.0,
         behind_batch: int = 16,
         in_flight: int = 2,
+        answer_within: float | None = None,
     ) -> None:
         self._writer = writer
         self._max_batch = max_batch
@@ -66,6 +75,16 @@ class GroupCommit:
         self._writes: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="callstate-commit")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+        # (deadline, future) of every submitted item, in submission order, so in deadline order.
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
+        self._answer_within = answer_within
+        self._watchdog = (
+            None
+            if answer_within is None
+            else asyncio.get_running_loop().create_task(
+                self._expire(answer_within), name="group-commit-watchdog"
+            )
+        )
         #: Jobs waiting in the queue after the last write (0 until a writer says otherwise).
         self.backlog = 0
 
@@ -78,10 +97,32 @@ class GroupCommit:
         """Return once ``item`` is in Redis; raise :class:`StoreUnavailable` if it could not be."""
         if self._closing:
             raise StoreUnavailable("shutting down")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._pending.append((item, future))
+        if self._answer_within is not None:
+            self._deadlines.append((loop.time() + self._answer_within, future))
         self._wakeup.set()
         await future
+
+    async def _expire(self, within: float) -> None:
+        """Fail the items not written ``within`` seconds after their submission (checked every
+        ``within / 16`` seconds: a few hundred milliseconds of slack at most)."""
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while True:
+            await asyncio.sleep(within / 16)
+            now = loop.time()
+            expired = 0
+            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+                _, future = deadlines.popleft()
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"not written within {within:g} s"))
+                    expired += 1
+            if expired:
+                # Withdraw the expired items that no batch has taken yet.
+                self._pending = [(item, f) for item, f in self._pending if not f.done()]
+                log_event(logger, "enqueue_expired", logging.WARNING, events=expired, within_s=within)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,4 +182,8 @@ class GroupCommit:
         self._closing = True
         self._wakeup.set()
         await self._task
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         self._executor.shutdown(wait=True)

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -187,6 +188,41 @@ class TestRedisOutage:
             worker.stop()
         assert refused == 20
         assert len(acknowledged) >= 380
+
+    def test_redis_paused_every_callback_is_answered_within_five_seconds(
+        self, private_redis: RedisServer, tmp_path: Path
+    ) -> None:
+        """Redis stopped (SIGSTOP) under concurrent callbacks, so that some wait for a write slot
+        behind writes that hang: each is answered 503 with Retry-After within 5 s in total, and
+        callbacks are acknowledged again once Redis resumes."""
+        port = free_port()
+        web = start_web(worker_env(private_redis, PORT=str(port), TWILIO_AUTH_TOKEN=TOKEN), tmp_path, port)
+        base = f"http://127.0.0.1:{port}"
+        assert private_redis.process is not None
+        redis_pid = private_redis.process.pid
+
+        def send(n: int) -> tuple[int, float]:
+            body, headers = form_request(base + "/twilio/call-status", call_params(call_sid(n), "ringing", 1))
+            started = time.monotonic()
+            with httpx.Client(base_url=base, timeout=30) as client:
+                response = client.post("/twilio/call-status", content=body, headers=headers)
+            if response.status_code == 503:
+                assert int(response.headers["retry-after"]) > 0
+            return response.status_code, time.monotonic() - started
+
+        try:
+            assert send(0)[0] == 204
+            os.kill(redis_pid, signal.SIGSTOP)
+            try:
+                with ThreadPoolExecutor(max_workers=12) as pool:
+                    answers = list(pool.map(send, range(1, 25)))
+            finally:
+                os.kill(redis_pid, signal.SIGCONT)
+            wait_until(lambda: send(100)[0] == 204, what="callbacks acknowledged again")
+        finally:
+            web.stop()
+        assert {status for status, _ in answers} == {503}
+        assert max(seconds for _, seconds in answers) < 5
 
     @pytest.mark.parametrize("outage", ["killed", "paused"])
     def test_sigterm_during_an_outage_ends_the_worker_within_ten_seconds(

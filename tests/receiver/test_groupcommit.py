@@ -243,3 +243,29 @@ class TestFailingClosed:
             return writer.batches
 
         assert run(scenario) == [[0], [1]]
+
+
+class TestAnswerTime:
+    def test_an_item_stuck_behind_hanging_writes_is_refused_in_time_and_never_written(self) -> None:
+        """Both write slots hang and a third item waits for one: all three get StoreUnavailable
+        once ``answer_within`` has passed (the total, not per step), and the item that never left
+        the queue is withdrawn: when Redis answers again it is not written after its 503."""
+
+        async def scenario(writer: Writer) -> list[list[int]]:
+            writer.gate.clear()
+            commit = GroupCommit(writer, in_flight=2, answer_within=0.2)
+            first = submit_all(commit, range(1, 2))
+            await writer.wait_entered(1)
+            second = submit_all(commit, range(2, 3))
+            await writer.wait_entered(2)
+            third = submit_all(commit, range(3, 4))
+            results = await asyncio.gather(*first, *second, *third, return_exceptions=True)
+            assert all(isinstance(result, StoreUnavailable) for result in results), results
+            writer.gate.set()
+            await commit.submit({"n": 4})
+            await commit.aclose()
+            return writer.batches
+
+        batches = run(scenario)
+        assert [3] not in batches
+        assert [4] in batches
