@@ -103,6 +103,7 @@ class TcpProxy:
             sender.cancel()
             writer.close()
         finally:
+            sender.cancel()  # no-op once it has finished; else (cancelled, cut) it would wait forever
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await sender
 

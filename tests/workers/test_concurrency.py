@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import cast
 
+import orjson
 import redis
 
 from callstate import keys
@@ -57,9 +58,14 @@ def test_concurrent_workers_reach_exactly_the_expected_states(
     finally:
         codes = [worker.stop() for worker in workers]
     assert codes == [0, 0, 0]
-    jobs_run = sum(worker.output().count('"event":"job"') for worker in workers)
-    assert jobs_run >= len(deliveries) // 5
-    assert all(worker.output().count('"event":"job"') > 0 for worker in workers), "a worker idled"
+    # A job may take over queued jobs (workers.jobs): its log line counts them all.
+    job_lines = [
+        orjson.loads(line)
+        for worker in workers
+        for line in worker.output().splitlines()
+        if '"event":"job"' in line
+    ]
+    assert sum(line["jobs"] for line in job_lines) >= len(deliveries) // 5
 
     entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(keys.CHANGES))
     per_call = Counter(fields[b"call"].decode() for _, fields in entries)

@@ -1,0 +1,53 @@
+"""A job takes over queued jobs and applies them in one go (pipelining across jobs)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import redis
+from rq.registry import FailedJobRegistry
+
+from callstate import keys
+from callstate.jobqueue import enqueue_events, make_queue
+from callstate.traffic import make_history
+from tests.procs import Process, environment, procfile
+from tests.redisserver import RedisServer
+from workers.jobs import ABSORB
+from workers.reduce import reduce
+
+
+def test_queued_jobs_are_taken_over_applied_and_removed(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """With a backlog, one job applies the events of up to ABSORB more queued jobs; every call
+    ends in its expected state and nothing is left behind: not in the queue, not in RQ's
+    intermediate list, no job hash, nothing failed."""
+    rng = random.Random(5)
+    calls = {f"CA{n:032x}": make_history(rng, f"CA{n:032x}") for n in range(200)}
+    queue = make_queue(redis_client, "callstate")
+    jobs = 0
+    for history in calls.values():
+        enqueue_events(queue, [event.to_wire() for event in history])
+        jobs += 1
+
+    worker = Process(
+        "worker", [*procfile()["worker"], "--burst"], environment(REDIS_URL=redis_server.url), tmp_path
+    )
+    worker.popen.wait(timeout=120)
+    output = worker.output()
+    assert worker.stop() == 0, output
+    lines = [orjson.loads(line) for line in output.splitlines() if '"event":"job"' in line]
+    assert sum(line["jobs"] for line in lines) == jobs
+    assert max(line["jobs"] for line in lines) == 1 + ABSORB
+
+    expected = {sid: reduce(sid, history).to_json() for sid, history in calls.items()}
+    pipe = redis_client.pipeline(transaction=False)
+    for sid in calls:
+        pipe.hget(keys.call(sid), "state")
+    assert dict(zip(calls, pipe.execute(), strict=True)) == expected
+    assert queue.count == 0
+    assert redis_client.llen(queue.intermediate_queue.key) == 0
+    assert list(redis_client.scan_iter("rq:job:*")) == []
+    assert FailedJobRegistry("callstate", connection=redis_client).count == 0
