@@ -84,8 +84,8 @@ class Plan:
 
 def sign(token: str, url: str, params: Sequence[tuple[str, str]]) -> str:
     """``X-Twilio-Signature``: base64 HMAC-SHA1 of the URL followed by each parameter name and
-    value, names sorted, a repeated name's values sorted (Twilio's algorithm, as its libraries
-    implement it). Written here, not taken from the receiver, so that the simulator is a second,
+    value, names sorted, a repeated name's values sorted (docs/twilio.md, "The signature
+    algorithm"). Written here, not taken from the receiver, so that the simulator is a second,
     independent implementation (tests compare it with the official library)."""
     grouped: dict[str, set[str]] = {}
     for name, value in params:

@@ -6,10 +6,11 @@ seconds (open loop: a slow target makes requests overlap, not the schedule slip)
 does, with a progress bar on a terminal. ``--verify`` then reads every call through the read API
 until it shows an expected state or the deadline passes.
 
-Retry pacing, as Twilio's webhook defaults (connection overrides ``rc=1``, ``tt=15000``): a failed
-request is tried again once, all attempts within 15 s. A connection error is retried at once; an
-answer of 5xx (which Twilio may not retry by default) after its ``Retry-After`` when that fits in
-the 15 s. A 4xx is final: a 403 means the target refused the signature, never success.
+Retry pacing, as Twilio's webhook defaults (docs/twilio.md, "Ordering, duplicates and retries":
+connection overrides ``rc=1``, ``tt=15000``): a failed request is tried again once, all attempts
+within 15 s. A connection error is retried at once; an answer of 5xx (which Twilio may not retry by
+default) after its ``Retry-After`` when that fits in the 15 s. A 4xx is final: a 403 means the
+target refused the signature, never success.
 """
 
 from __future__ import annotations

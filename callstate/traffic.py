@@ -5,17 +5,17 @@ The one copy of that knowledge: ``callstate simulate`` sends it, the property te
 the same code serves a seeded :class:`random.Random` (:class:`RandomChoices`: the simulator and the
 benchmark, reproducible for a seed) and hypothesis (the tests wrap ``draw``; shrinking works).
 
-What one call sends (Twilio's Call resource, ``<Dial>`` and ``<Recording>`` documentation): the
-progress events it subscribed to (``initiated``, ``ringing``, ``answered`` -> ``in-progress``,
-``completed``) with consecutive ``SequenceNumber`` from 0 and an RFC 2822 ``Timestamp``; the
-terminal event with ``CallDuration``, ``SipResponseCode`` and (completed only) billed ``Duration``;
-Twilio's standard parameters with the geographic ones; ``<Dial>`` child legs (``outbound-dial``
-with ``ParentCallSid``); inbound number-level callbacks (``completed`` only, maybe without the
-progress parameters); answering-machine detection (``AnsweredBy``); recordings (mono or dual
-channel, ``in-progress`` then ``completed``, ``absent`` or ``failed``, on the parent leg); callbacks
-lost on the way (some, the terminal one, or all but the recordings); REST-sweep observations.
-:func:`arrival_order` then interleaves calls, reorders each call's callbacks and repeats some, as
-Twilio's separate HTTP requests and retries do.
+What one call sends (docs/twilio.md, "Status callback events", "Status callback parameters", "Child
+legs", "Recording callbacks", "Lost callbacks"): the progress events it subscribed to
+(``initiated``, ``ringing``, ``answered`` -> ``in-progress``, ``completed``) with consecutive
+``SequenceNumber`` from 0 and an RFC 2822 ``Timestamp``; the terminal event with ``CallDuration``,
+``SipResponseCode`` and (completed only) billed ``Duration``; Twilio's standard parameters with the
+geographic ones; ``<Dial>`` child legs (``outbound-dial`` with ``ParentCallSid``); inbound number-level
+callbacks (``completed`` only, maybe without the progress parameters); answering-machine
+detection (``AnsweredBy``); recordings (mono or dual channel, ``in-progress`` then ``completed``,
+``absent`` or ``failed``, on the parent leg); callbacks lost on the way (some, the terminal one, or
+all but the recordings); REST-sweep observations. :func:`arrival_order` then interleaves calls,
+reorders each call's callbacks and repeats some, as Twilio's separate HTTP requests and retries do.
 """
 
 from __future__ import annotations

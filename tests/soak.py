@@ -368,12 +368,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", "600")))
     parser.add_argument("--rate", type=float, default=float(os.environ.get("SOAK_RATE", "100")))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="run in this directory and keep it (logs, Redis files)")
     args = parser.parse_args(argv)
-    outcome = run(args.seconds, args.rate, seed=args.seed)
+    # SIGTERM unwinds like an exception, so that the cluster's processes are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    outcome = run(args.seconds, args.rate, seed=args.seed, directory=args.keep)
     _say(outcome.table() + "\n\n" + outcome.summary())
     problems = outcome.problems()
     for problem in problems:
         sys.stderr.write(f"FAILED: {problem}\n")
+    if outcome.wrong and args.keep is not None:
+        (args.keep / "wrong.txt").write_text(
+            "".join(f"{sid} {why}\n" for sid, why in sorted(outcome.wrong.items()))
+        )
     return 1 if problems else 0
 
 
