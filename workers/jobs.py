@@ -134,8 +134,12 @@ def _release(job: Job, absorbed: list[Job], *, back_to_queue: bool) -> None:
 
 def _release_ids(redis: Redis, queue: str, intermediate: str, ids: list[str], *, back_to_queue: bool) -> None:
     """Take ``ids`` off the intermediate list: back to the head of the queue, or done (their job
-    hashes deleted, as RQ does for a successful job with ``result_ttl=0``). One round trip."""
-    pipe = redis.pipeline(transaction=False)
+    hashes deleted, as RQ does for a successful job with ``result_ttl=0``). One round trip.
+
+    One MULTI/EXEC: a full Redis refuses LPUSH but not LREM, and without the transaction the jobs
+    would leave the intermediate list without reaching the queue (lost; found by the soak). With
+    it, a refused command aborts the whole transaction and they stay where a rescue finds them."""
+    pipe = redis.pipeline(transaction=True)
     for job_id in ids:
         pipe.lrem(intermediate, 1, job_id)
         if back_to_queue:

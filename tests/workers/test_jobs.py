@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 from rq.registry import FailedJobRegistry
 
@@ -14,7 +15,7 @@ from callstate.jobqueue import enqueue_events, make_queue
 from callstate.traffic import make_history
 from tests.procs import Process, environment, procfile
 from tests.redisserver import RedisServer
-from workers.jobs import ABSORB
+from workers.jobs import ABSORB, _release_ids
 from workers.reduce import reduce
 
 
@@ -51,3 +52,22 @@ def test_queued_jobs_are_taken_over_applied_and_removed(
     assert redis_client.llen(queue.intermediate_queue.key) == 0
     assert list(redis_client.scan_iter("rq:job:*")) == []
     assert FailedJobRegistry("callstate", connection=redis_client).count == 0
+
+
+def test_jobs_given_back_to_a_full_redis_stay_where_a_rescue_finds_them(redis_client: redis.Redis) -> None:
+    """Giving taken-over jobs back to the queue while Redis refuses writes (maxmemory) fails as a
+    whole: the jobs stay in the intermediate list (retried from there), never in neither list."""
+    queue = make_queue(redis_client, "callstate")
+    job = enqueue_events(queue, [])
+    redis_client.lmove(queue.key, queue.intermediate_queue.key)
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", str(redis_client.info("memory")["used_memory"] // 2))
+    try:
+        with pytest.raises(redis.ResponseError):
+            _release_ids(redis_client, queue.key, queue.intermediate_queue.key, [job.id], back_to_queue=True)
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert redis_client.lrange(queue.intermediate_queue.key, 0, -1) == [job.id.encode()]
+    _release_ids(redis_client, queue.key, queue.intermediate_queue.key, [job.id], back_to_queue=True)
+    assert queue.job_ids == [job.id]
+    assert redis_client.llen(queue.intermediate_queue.key) == 0
