@@ -6,9 +6,10 @@ idempotent: running it twice, or after a worker died half-way, leaves the store 
 Pipelining across jobs. Each RQ job costs its worker about 30 dependent Redis round trips of
 bookkeeping (dequeue, heartbeats, registries, success), whatever it carries: nothing on loopback,
 but with Redis 2 ms away each way that alone limits a worker to ~8 jobs a second (bench/RESULTS.md).
-So a running job takes over up to :data:`ABSORB` more jobs waiting in the queue, in one round
-trip (moved to RQ's intermediate list, as RQ's own dequeue does), and applies all their events in
-one :meth:`~workers.store.Store.apply` (three or four pipelined round trips). Then it deletes
+So a running job takes over jobs waiting in the queue, :data:`ABSORB` per round trip (moved to
+RQ's intermediate list, as RQ's own dequeue does) until it holds :data:`ABSORB_EVENTS` events,
+and applies all their events in one :meth:`~workers.store.Store.apply` (three or four pipelined
+round trips). Then it deletes
 them, in one more. Safety: until then they are in the intermediate list, so if this worker dies
 they are retried like any job stranded there (:mod:`workers.runner`); if the apply raises, they go
 back to the head of the queue and this job fails and is retried alone.
@@ -34,8 +35,12 @@ from workers.store import Store
 
 logger = logging.getLogger("callstate.worker")
 
-#: Queued jobs a running job takes over: 32 jobs are one apply of at most 8,192 events (256 a job).
-ABSORB: Final = 31
+#: Queued jobs a running job takes over per round trip, and at most how many rounds: it stops
+#: once it holds :data:`ABSORB_EVENTS` events, or the queue is empty. Under latency the CPU of one
+#: apply then outweighs the ~40 round trips the group costs (bench/RESULTS.md).
+ABSORB: Final = 32
+ABSORB_ROUNDS: Final = 4
+ABSORB_EVENTS: Final = 4096
 
 _stores: dict[int, Store] = {}
 
@@ -64,7 +69,7 @@ def apply_events(events: list[dict[str, Any]]) -> None:
     started = time.perf_counter()
     job = get_current_job()
     store = _store()
-    absorbed = _absorb(job) if job is not None else []
+    absorbed = _absorb(job, len(events)) if job is not None else []
     wire = events + [event for other in absorbed for event in other.args[0]]
     parsed = [Event.from_wire(event) for event in wire]
     try:
@@ -102,26 +107,35 @@ def _keys(job: Job) -> tuple[str, str]:
     return queue, IntermediateQueue.get_intermediate_queue_key(queue)
 
 
-def _absorb(job: Job) -> list[Job]:
-    """Move up to :data:`ABSORB` queued jobs to the intermediate list and load them (two round
-    trips). Jobs of another function go straight back to the queue."""
+def _absorb(job: Job, events: int) -> list[Job]:
+    """Move queued jobs to the intermediate list and load them, two round trips per
+    :data:`ABSORB` of them, until ``events`` plus theirs reach :data:`ABSORB_EVENTS` or the queue
+    is empty. Jobs of another function go straight back to the queue."""
     queue, intermediate = _keys(job)
     redis = job.connection
-    pipe = redis.pipeline(transaction=False)
-    for _ in range(ABSORB):
-        pipe.lmove(queue, intermediate)
-    ids = [raw.decode() for raw in pipe.execute() if raw is not None]
-    if not ids:
-        return []
-    loaded = Job.fetch_many(ids, connection=redis, serializer=OrjsonSerializer)
-    ours = [other for other in loaded if other is not None and other.func_name == APPLY_EVENTS]
-    strangers = [i for i, other in zip(ids, loaded, strict=True) if other is not None and other not in ours]
-    if strangers:
-        _release_ids(redis, queue, intermediate, strangers, back_to_queue=True)
-    gone = [i for i, other in zip(ids, loaded, strict=True) if other is None]
-    if gone:  # deleted meanwhile (expired, or finished by a rescue): nothing to run
-        _release_ids(redis, queue, intermediate, gone, back_to_queue=False)
-    return ours
+    taken: list[Job] = []
+    for _ in range(ABSORB_ROUNDS):
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(ABSORB):
+            pipe.lmove(queue, intermediate)
+        ids = [raw.decode() for raw in pipe.execute() if raw is not None]
+        if not ids:
+            break
+        loaded = Job.fetch_many(ids, connection=redis, serializer=OrjsonSerializer)
+        ours = [other for other in loaded if other is not None and other.func_name == APPLY_EVENTS]
+        strangers = [
+            i for i, other in zip(ids, loaded, strict=True) if other is not None and other not in ours
+        ]
+        if strangers:
+            _release_ids(redis, queue, intermediate, strangers, back_to_queue=True)
+        gone = [i for i, other in zip(ids, loaded, strict=True) if other is None]
+        if gone:  # deleted meanwhile (expired, or finished by a rescue): nothing to run
+            _release_ids(redis, queue, intermediate, gone, back_to_queue=False)
+        taken += ours
+        events += sum(len(other.args[0]) for other in ours)
+        if len(ids) < ABSORB or events >= ABSORB_EVENTS:
+            break
+    return taken
 
 
 def _release(job: Job, absorbed: list[Job], *, back_to_queue: bool) -> None:
