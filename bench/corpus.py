@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlencode
 
-from callstate.event import Event
+from callstate.event import Event, Kind
 from callstate.traffic import PATHS, answered_call, arrival_order, make_history
 from tests.twiliosign import TOKEN, signature
 
@@ -51,7 +51,7 @@ class Corpus:
     final_with_recording: list[str] = field(default_factory=list)
 
 
-def _line(kind: str, params: Sequence[tuple[str, str]]) -> str:
+def _line(kind: Kind, params: Sequence[tuple[str, str]]) -> str:
     path = PATHS[kind]
     return f"{path}\t{signature(SIGNED_BASE + path, params)}\t{urlencode(params)}\n"
 

@@ -77,6 +77,8 @@ class JobLine:
     started: float
     ended: float
     events: int
+    #: RQ jobs it applied: itself and those it took over (workers.jobs).
+    jobs: int = 1
 
 
 def job_lines(*logs: Path) -> list[JobLine]:
@@ -88,7 +90,9 @@ def job_lines(*logs: Path) -> list[JobLine]:
                 continue
             line: dict[str, Any] = json.loads(raw)
             ended = datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).timestamp()
-            lines.append(JobLine(ended - line["ms"] / 1000, ended, int(line["events"])))
+            lines.append(
+                JobLine(ended - line["ms"] / 1000, ended, int(line["events"]), int(line.get("jobs", 1)))
+            )
     return lines
 
 
@@ -130,15 +134,17 @@ def drain(
     workers: int = 2,
     timeout: float = 180,
     profiler: Profiler | None = None,
+    worker_env: Mapping[str, str] | None = None,
 ) -> tuple[DrainResult, MemoryResult]:
-    """Pre-fill through ``callstate web``, drain with ``workers`` workers, check, measure memory."""
+    """Pre-fill through ``callstate web``, drain with ``workers`` workers, check, measure memory.
+    ``worker_env`` (default ``env``) is the workers' environment: another way to the same Redis."""
     redis.flush()
     memory_before = redis.used_memory()
     redis.reset_stats()
     web, port = designs.start(designs.CALLSTATE, env, log_dir, cores.server)
     try:
         web_cpu, prefill = prefill_queue(web, port, corpus, cores)
-        running = start_workers(workers, env, log_dir)
+        running = start_workers(workers, env if worker_env is None else worker_env, log_dir)
         cpu = sum(worker.cpu() for worker in running)
         logs = [worker.log_path for worker in running]
         profile: Profile | None = None
@@ -167,8 +173,8 @@ def drain(
         distinct=distinct,
         calls=len(corpus.expected_events),
         workers=workers,
-        jobs=len(lines),
-        events_per_job=corpus.requests / len(lines),
+        jobs=sum(line.jobs for line in lines),
+        events_per_job=corpus.requests / sum(line.jobs for line in lines),
         prefill_rate=prefill.rate,
         prefill_web_cpu_us=web_cpu / corpus.requests * 1e6,
         seconds=seconds,

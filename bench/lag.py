@@ -121,6 +121,6 @@ def lag(
         ack_p50_ms=load.p50_ms,
         ack_p99_ms=load.p99_ms,
         loadgen_cpu_s=load.cpu_seconds,
-        jobs=len(jobs),
-        events_per_job=sum(job.events for job in jobs) / max(len(jobs), 1),
+        jobs=sum(job.jobs for job in jobs),
+        events_per_job=sum(job.events for job in jobs) / max(sum(job.jobs for job in jobs), 1),
     )

@@ -31,6 +31,9 @@ class Results:
     half_rate: LoadResult | None = None
     baselines: list[BaselineResult] = field(default_factory=list)
     drain: DrainResult | None = None
+    #: The same drain with Redis ``redis_delay_ms`` farther away each way.
+    drain_delayed: DrainResult | None = None
+    redis_delay_ms: float = 0.0
     memory: MemoryResult | None = None
     lag: LagResult | None = None
     #: What the deployment's counters cost (bench.micro.counting): (what, us of CPU).
@@ -74,6 +77,11 @@ def goals(results: Results) -> list[Goal]:
     cpu_vs_naive = _ratio(capacity, naive.per_core_second if naive else None)
     drain, lag, half = results.drain, results.lag, results.half_rate
     vs_rq = _ratio(drain.events_per_s if drain else None, simple.jobs_per_s if simple else None)
+    # Issue 12: Redis a managed service's distance away, against loopback.
+    far = next((r for r in results.receivers if r.key.startswith("callstate+Redis +")), None)
+    web_far = _ratio(far.rate if far else None, rate)
+    delayed = results.drain_delayed
+    workers_far = _ratio(delayed.events_per_s if delayed else None, drain.events_per_s if drain else None)
 
     def goal(name: str, target: str, value: float | None, fmt: str, ok: bool) -> Goal:
         if value is None or math.isnan(value):
@@ -116,6 +124,20 @@ def goals(results: Results) -> list[Goal]:
             drain.commands_per_event if drain else None,
             "{:.1f}",
             bool(drain and drain.commands_per_event <= 12),
+        ),
+        goal(
+            f"receiver with Redis +{results.redis_delay_ms:g} ms each way, vs loopback",
+            ">= 0.5x",
+            web_far,
+            "{:.2f}x",
+            (web_far or 0) >= 0.5,
+        ),
+        goal(
+            f"workers with Redis +{results.redis_delay_ms:g} ms each way, vs loopback",
+            ">= 0.5x",
+            workers_far,
+            "{:.2f}x",
+            (workers_far or 0) >= 0.5,
         ),
         goal(
             "end-to-end lag p99 at 1,000 events/s",
@@ -162,6 +184,14 @@ def worker_table(results: Results) -> list[str]:
             f"| callstate worker x{drain.workers} (realistic events, {drain.events_per_job:.0f}/job) "
             f"| {_num(drain.events_per_s)} events/s | {_num(drain.worker_cpu_us)} us "
             f"| {drain.commands_per_event:.1f} (web + workers) |"
+        )
+    delayed = results.drain_delayed
+    if delayed is not None:
+        share = f", {delayed.events_per_s / drain.events_per_s:.2f}x loopback" if drain else ""
+        rows.append(
+            f"| callstate worker x{delayed.workers}, Redis +{results.redis_delay_ms:g} ms each way "
+            f"({delayed.events_per_job:.0f}/job) | {_num(delayed.events_per_s)} events/s{share} "
+            f"| {_num(delayed.worker_cpu_us)} us | {delayed.commands_per_event:.1f} (web + workers) |"
         )
     for b in results.baselines:
         rows.append(

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +41,7 @@ from bench.profile import Profiler
 from bench.receiver import Cores, closed_loop, open_loop, running
 from bench.redisstack import BenchRedis
 from bench.rqbaseline import WORKER_CLASSES, rq_baseline, sample_params
+from tests.tcpproxy import TcpProxy
 
 _STARTED = time.monotonic()
 
@@ -74,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("always", "everysec"),
         default="always",
         help="Redis fsync policy for every phase (deploy/redis.conf: always)",
+    )
+    parser.add_argument(
+        "--redis-delay-ms",
+        type=float,
+        default=2.0,
+        help="latency added each way to Redis for the extra web and worker rows (0: skip them)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the callstate web and a worker")
     parser.add_argument("--quick", action="store_true", help="short runs, small corpora: checks the harness")
@@ -156,6 +165,29 @@ def run_receivers(
                     results.receivers.append(max(runs, key=lambda run: run.rate))
             finally:
                 redis.appendfsync(args.appendfsync)
+        if design is designs.CALLSTATE and args.redis_delay_ms > 0:
+            with (
+                delayed_redis(redis, args.redis_delay_ms) as url,
+                running(design, redis, designs.environment(url), ctx.logs, ctx.cores) as server,
+            ):
+                say(f"callstate: wrk again with Redis {args.redis_delay_ms:g} ms away each way")
+                runs = [measure(server, redis, suffix=delay_suffix(args)) for _ in range(args.repeat)]
+                results.receivers.append(max(runs, key=lambda run: run.rate))
+
+
+def delay_suffix(args: argparse.Namespace) -> str:
+    return f"+Redis +{args.redis_delay_ms:g} ms each way"
+
+
+@contextlib.contextmanager
+def delayed_redis(redis: BenchRedis, delay_ms: float) -> Iterator[str]:
+    """A Redis URL ``delay_ms`` farther away each way than ``redis`` (tests/tcpproxy.py: a managed
+    Redis is a millisecond or two away, not on loopback)."""
+    proxy = TcpProxy([("127.0.0.1", redis.port)], delay=delay_ms / 1000)
+    try:
+        yield f"redis://127.0.0.1:{proxy.port}/0"
+    finally:
+        proxy.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +218,7 @@ def run(args: argparse.Namespace) -> report.Results:
         machine=machine.describe(redis.version()),
         settings={k: str(v) for k, v in vars(args).items()},
     )
+    results.redis_delay_ms = args.redis_delay_ms
     results.notes.append(f"load average at start: {machine.load_average()}")
     busy_at_start, started = machine.busy_seconds(), time.monotonic()
     if not two_cores:
@@ -213,6 +246,19 @@ def run(args: argparse.Namespace) -> report.Results:
         redis, corpora.history, env=env, log_dir=logs, cores=cores, profiler=ctx.profiler
     )
     say(f"workers: {results.drain.events_per_s:,.0f} events/s")
+    if args.redis_delay_ms > 0:
+        say(f"workers: the same drain with Redis {args.redis_delay_ms:g} ms away each way")
+        with delayed_redis(redis, args.redis_delay_ms) as url:
+            # The pre-fill goes the short way: only the workers are measured here.
+            results.drain_delayed, _ = drain(
+                redis,
+                corpora.history,
+                env=env,
+                worker_env=designs.environment(url),
+                log_dir=logs,
+                cores=cores,
+            )
+        say(f"workers: {results.drain_delayed.events_per_s:,.0f} events/s")
 
     say(f"lag: {args.lag_rate:,.0f} events/s for {args.seconds:.0f} s with 2 workers")
     results.lag = lag(
