@@ -117,7 +117,10 @@ def prefill_queue(web: Child, port: int, corpus: Corpus, cores: Cores) -> tuple[
     """Send every callback of ``corpus`` through the running ``callstate web`` as fast as 64
     connections allow; its CPU seconds meanwhile, and the load generator's result."""
     web_cpu = web.cpu()
-    result = run_loadgen(port, corpus.path, count=corpus.requests, rate=0, host=HOST, core=cores.load)
+    # A generous wait for the last answers: on a busy machine the pre-fill is slow, not wrong.
+    result = run_loadgen(
+        port, corpus.path, count=corpus.requests, rate=0, host=HOST, core=cores.load, drain=120
+    )
     web_cpu = web.cpu() - web_cpu
     if result.statuses != {"204": corpus.requests}:
         raise RuntimeError(f"pre-fill answers: {result.statuses} (see {web.log_path})")

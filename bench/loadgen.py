@@ -241,16 +241,18 @@ def run_loadgen(
     offset: int = 0,
     connections: int = 64,
     acks: Path | None = None,
+    drain: float = 10,
 ) -> LoadResult:
-    """Run the generator as a child process (pinned to ``core``) and return what it measured."""
+    """Run the generator as a child process (pinned to ``core``) and return what it measured;
+    ``drain``: seconds to wait for the last answers once everything is sent."""
     argv = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--corpus", str(corpus)]
     argv += ["--host", host, "--rate", str(rate), "--count", str(count), "--offset", str(offset)]
-    argv += ["--connections", str(connections)]
+    argv += ["--connections", str(connections), "--drain", str(drain)]
     if acks is not None:
         argv += ["--acks", str(acks)]
     if core is not None:
         argv = ["taskset", "-c", str(core), *argv]
-    timeout = (count / rate if rate > 0 else count / 500) + 60
+    timeout = (count / rate if rate > 0 else count / 500) + 60 + drain
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
