@@ -201,28 +201,27 @@ class TestRedisOutage:
         assert private_redis.process is not None
         redis_pid = private_redis.process.pid
 
-        def send(n: int) -> tuple[int, float]:
+        def send(n: int) -> int:
+            """One callback; the client gives up after 5 s, which fails the test (ReadTimeout)."""
             body, headers = form_request(base + "/twilio/call-status", call_params(call_sid(n), "ringing", 1))
-            started = time.monotonic()
-            with httpx.Client(base_url=base, timeout=30) as client:
+            with httpx.Client(base_url=base, timeout=5) as client:
                 response = client.post("/twilio/call-status", content=body, headers=headers)
             if response.status_code == 503:
                 assert int(response.headers["retry-after"]) > 0
-            return response.status_code, time.monotonic() - started
+            return response.status_code
 
         try:
-            assert send(0)[0] == 204
+            assert send(0) == 204
             os.kill(redis_pid, signal.SIGSTOP)
             try:
                 with ThreadPoolExecutor(max_workers=12) as pool:
                     answers = list(pool.map(send, range(1, 25)))
             finally:
                 os.kill(redis_pid, signal.SIGCONT)
-            wait_until(lambda: send(100)[0] == 204, what="callbacks acknowledged again")
+            wait_until(lambda: send(100) == 204, what="callbacks acknowledged again")
         finally:
             web.stop()
-        assert {status for status, _ in answers} == {503}
-        assert max(seconds for _, seconds in answers) < 5
+        assert set(answers) == {503}
 
     @pytest.mark.parametrize("outage", ["killed", "paused"])
     def test_sigterm_during_an_outage_ends_the_worker_within_ten_seconds(
