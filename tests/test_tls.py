@@ -220,13 +220,15 @@ def test_connection_budget_of_each_process(heroku_like: RedisServer, tmp_path: P
         )
         everything = connections_by_name(client)
         worker_connections = everything - web_connections
-        before = int(client.info("stats")["total_connections_received"])
-        assert callstate("replay", "--all", **env).returncode == 0
-        cli = int(client.info("stats")["total_connections_received"]) - before
     finally:
         if worker is not None:
             worker.stop()
         web.stop()
+    # The CLI alone: with the worker running, its processes (RQ's scheduler) may connect in the
+    # same window, and a fast drain makes that likely.
+    before = int(client.info("stats")["total_connections_received"])
+    assert callstate("replay", "--all", **env).returncode == 0
+    cli = int(client.info("stats")["total_connections_received"]) - before
     print(f"web {dict(web_connections)}; worker {dict(worker_connections)}; cli {cli}")  # noqa: T201
     assert sum(web_connections.values()) <= 4
     assert sum(worker_connections.values()) <= 5
