@@ -34,7 +34,7 @@ from types import FrameType
 
 from bench import capacity, designs, machine, micro, pages, report
 from bench.corpus import Corpus, history_corpus, progress_corpus
-from bench.drain import drain
+from bench.drain import DrainResult, drain
 from bench.lag import lag
 from bench.procs import ROOT, stop_all
 from bench.profile import Profiler
@@ -175,6 +175,18 @@ def run_receivers(
                 results.receivers.append(max(runs, key=lambda run: run.rate))
 
 
+def drain_far(args: argparse.Namespace, redis: BenchRedis, corpus: Corpus, ctx: Context) -> DrainResult:
+    """The drain again, the workers reaching Redis ``--redis-delay-ms`` farther away each way (the
+    pre-fill goes the short way: only the workers are measured here)."""
+    say(f"workers: the same drain with Redis {args.redis_delay_ms:g} ms away each way")
+    with delayed_redis(redis, args.redis_delay_ms) as url:
+        result, _ = drain(
+            redis, corpus, env=ctx.env, worker_env=designs.environment(url), log_dir=ctx.logs, cores=ctx.cores
+        )
+    say(f"workers: {result.events_per_s:,.0f} events/s")
+    return result
+
+
 def delay_suffix(args: argparse.Namespace) -> str:
     return f"+Redis +{args.redis_delay_ms:g} ms each way"
 
@@ -217,8 +229,8 @@ def run(args: argparse.Namespace) -> report.Results:
     results = report.Results(
         machine=machine.describe(redis.version()),
         settings={k: str(v) for k, v in vars(args).items()},
+        redis_delay_ms=args.redis_delay_ms,
     )
-    results.redis_delay_ms = args.redis_delay_ms
     results.notes.append(f"load average at start: {machine.load_average()}")
     busy_at_start, started = machine.busy_seconds(), time.monotonic()
     if not two_cores:
@@ -247,18 +259,7 @@ def run(args: argparse.Namespace) -> report.Results:
     )
     say(f"workers: {results.drain.events_per_s:,.0f} events/s")
     if args.redis_delay_ms > 0:
-        say(f"workers: the same drain with Redis {args.redis_delay_ms:g} ms away each way")
-        with delayed_redis(redis, args.redis_delay_ms) as url:
-            # The pre-fill goes the short way: only the workers are measured here.
-            results.drain_delayed, _ = drain(
-                redis,
-                corpora.history,
-                env=env,
-                worker_env=designs.environment(url),
-                log_dir=logs,
-                cores=cores,
-            )
-        say(f"workers: {results.drain_delayed.events_per_s:,.0f} events/s")
+        results.drain_delayed = drain_far(args, redis, corpora.history, ctx)
 
     say(f"lag: {args.lag_rate:,.0f} events/s for {args.seconds:.0f} s with 2 workers")
     results.lag = lag(
