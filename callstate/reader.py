@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callstate import keys
 from callstate.connection import StoreClient
+from callstate.event import parse_sequence_number
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
 
 #: The lists :meth:`Reader.page` serves besides one status's index.
@@ -38,6 +39,9 @@ VIEWS: Final[tuple[View, ...]] = ("recent", "active", "stuck")
 
 #: The position before every entry of a stream.
 START: Final = "0-0"
+
+#: Characters of preference before the JSON of an event in the events hash (docs/redis-schema.md).
+PREFERENCE: Final = 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,29 @@ class Reader:
                 out.append(None)
             else:
                 out.append(StoredCall(sid, int(version), orjson.loads(state)))
+        return out
+
+    def deliveries(self, sid: str) -> dict[tuple[int | None, str | None], int]:
+        """How often Twilio delivered each call event of ``sid``, by (SequenceNumber, CallStatus),
+        the identity of an entry of the state's ``events``: the counts of docs/redis-schema.md,
+        "`callstate:deliveries:{<record>}` (hash)", added up over the event-set slots of one
+        identity. Empty when the store keeps no counts for the call."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.events(sid))
+        pipe.hgetall(keys.deliveries(sid))
+        stored, counts = cast(tuple[dict[bytes, bytes], dict[bytes, bytes]], pipe.execute())
+        out: dict[tuple[int | None, str | None], int] = {}
+        for field, value in stored.items():
+            count = counts.get(field)
+            if count is None:
+                continue
+            # The value: PREFERENCE characters of the slot's preference, then the event's JSON.
+            event = orjson.loads(value[PREFERENCE:])
+            if event.get("kind") != "call":
+                continue
+            params = dict(event.get("params", ()))
+            identity = (parse_sequence_number(params.get("SequenceNumber")), params.get("CallStatus"))
+            out[identity] = out.get(identity, 0) + int(count)
         return out
 
     def page(self, view: View | str, *, offset: int = 0, limit: int = 50) -> Page:

@@ -285,6 +285,10 @@ async def call(request: Request) -> Response:
     stored = await run_in_threadpool(reader.call, sid)
     if stored is None:
         raise NotFound("no such call")
+    counts = await run_in_threadpool(reader.deliveries, sid)
+    if counts:  # the timeline shows delivery counts when the store has them
+        for event in stored.state.get("events", ()):
+            event["deliveries"] = counts.get((event.get("sequence_number"), event.get("status")), 0)
     body = {"sid": stored.sid, "version": stored.version, "state": stored.state}
     return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
 

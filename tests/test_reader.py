@@ -67,6 +67,22 @@ class TestCalls:
             cast(bytes, redis_client.get(doc_key("callstate:{callstate}:schema")))
         )
 
+    def test_deliveries_are_counted_by_the_identity_of_a_timeline_entry(
+        self, redis_client: redis.Redis, store: Store
+    ) -> None:
+        """Reader.deliveries adds up the documented counts of the call's event slots by
+        (SequenceNumber, CallStatus), the identity of an entry of the state's `events`."""
+        sid = call_sid(6)
+        events = progress(sid, "initiated", "ringing")
+        store.apply(events)
+        store.apply([events[1]])  # Twilio sent `ringing` twice
+        assert Reader(redis_client).deliveries(sid) == {(0, "initiated"): 1, (1, "ringing"): 2}
+        documented = cast(
+            dict[bytes, bytes], redis_client.hgetall(doc_key("callstate:deliveries:", record=sid))
+        )
+        assert sum(int(v) for f, v in documented.items() if not f.endswith(b"|first")) == 3
+        assert Reader(redis_client).deliveries(call_sid(404)) == {}
+
     def test_an_unknown_call_is_none(self, redis_client: redis.Redis) -> None:
         """A CallSid the store does not hold reads as None, not an error."""
         assert Reader(redis_client).call(call_sid(404)) is None

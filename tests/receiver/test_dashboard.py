@@ -217,11 +217,14 @@ class TestData:
         assert len(full.content) < 100_000
 
     def test_one_call_in_full(self, signed_in: TestClient, redis_client: redis.Redis) -> None:
-        """/dashboard/data/calls/{sid}: the stored state (timeline, recordings) and its version."""
+        """/dashboard/data/calls/{sid}: the stored state (timeline, recordings) and its version,
+        each timeline entry with how often Twilio delivered it."""
         store_calls(redis_client, {call_sid(7): ("initiated", "ringing", "in-progress", "completed")})
+        store_calls(redis_client, {call_sid(7): ("initiated", "ringing")})  # both delivered again
         body = signed_in.get(f"/dashboard/data/calls/{call_sid(7)}").json()
         stored = Reader(redis_client).call(call_sid(7))
         assert stored is not None
+        assert [e.pop("deliveries") for e in body["state"]["events"]] == [2, 2, 1, 1]
         assert body == {"sid": call_sid(7), "version": stored.version, "state": stored.state}
         assert [e["status"] for e in body["state"]["events"]] == [
             "initiated",

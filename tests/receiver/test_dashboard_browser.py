@@ -207,6 +207,12 @@ def test_signed_callbacks_show_up_live_and_the_counts_match_the_read_api(
     )
     timeline = [row.text.split()[:2] for row in browser.driver.find_elements(By.CSS_SELECTOR, "#timeline tr")]
     assert timeline == [["0", "initiated"], ["1", "ringing"], ["2", "in-progress"], ["3", "completed"]]
+    head = [cell.text for cell in browser.driver.find_elements(By.CSS_SELECTOR, "#timeline-head th")]
+    assert head == ["Sequence", "Status", "Twilio time", "Source", "Deliveries"]
+    deliveries = [
+        row.text.split()[-1] for row in browser.driver.find_elements(By.CSS_SELECTOR, "#timeline tr")
+    ]
+    assert deliveries == ["1", "1", "1", "1"]
     link = browser.driver.find_element(By.CSS_SELECTOR, "#recordings a")
     assert link.get_attribute("href") == dict(recording_params(sid))["RecordingUrl"]
 
