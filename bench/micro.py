@@ -14,7 +14,10 @@ comments compare, on the terminal StatusCallback of the bench's traffic
   memory so that the terminal or the disk is not what is measured;
 * what the deployment's counters (:mod:`callstate.counters`) add: per callback, per group-commit
   batch, per batch that carries counts (its HINCRBYs queued and encoded, not sent), and a worker
-  job's counts.
+  job's counts;
+* one HTTP/1.1 request on a kept-alive connection through uvicorn's httptools protocol and through
+  :class:`receiver.protocol.LimitedHttpProtocol` (its limits for slow and greedy clients), with a
+  transport that only counts writes and an ASGI app that answers 204: what the limits add.
 
 Each figure is this process's CPU time per call (``time.process_time``), in microseconds, the best
 of 7 ``timeit`` repeats: CPU time, so that other processes on a busy machine do not count (they still
@@ -23,21 +26,30 @@ slow its caches), and the best, because the slower repeats measure that load rat
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import random
 import time
 import timeit
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
+import uvloop
 from redis import Redis
 from redis.connection import Connection
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from callstate.counters import Tally, add_lags, callback_field, hincrby_all
 from callstate.logs import JSONFormatter, LineBuffer, log_event
+from callstate.settings import Settings
 from callstate.traffic import answered_call
 from receiver import form
+from receiver.protocol import LimitedHttpProtocol
+from receiver.resources import STATE_KEY, Resources
 
 _REPEATS = 7
 _FIELDS = {"method": "POST", "path": "/twilio/call-status", "status": 204, "ms": 1.2, "call": "CA" + "0" * 32}
@@ -136,10 +148,75 @@ def counting() -> list[tuple[str, float]]:
     ]
 
 
+class _CountingTransport:
+    """What a protocol needs of a transport, minus the socket: writes are counted, not sent."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _no_content(scope: object, receive: object, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def connections() -> list[tuple[str, float]]:
+    request = (
+        b"POST /twilio/call-status HTTP/1.1\r\nHost: calls.example.com\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: " + b"a" * 28 + b"\r\n"
+        b"Content-Length: 20\r\n\r\nCallSid=CA1234567890"
+    )
+    # The protocol reads its settings from the app's resources; nothing else of them is used.
+    resources = Resources(**dict.fromkeys(Resources.__dataclass_fields__) | {"settings": Settings()})
+    config = Config(app=_no_content, lifespan="off", log_config=None, access_log=False)
+    config.load()
+
+    async def per_request(protocol_class: type[HttpToolsProtocol], number: int) -> float:
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={STATE_KEY: resources})
+        transport = _CountingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        started = time.process_time()
+        for _ in range(number):
+            protocol.data_received(request)
+            while transport.writes % 2:  # the answer is two writes: its head, then its (empty) body
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        return (time.process_time() - started) / number * 1e6
+
+    async def best(protocol_class: type[HttpToolsProtocol]) -> float:
+        return min([await per_request(protocol_class, 20_000) for _ in range(_REPEATS)])
+
+    async def both() -> list[tuple[str, float]]:
+        return [
+            ("a request through uvicorn's httptools protocol", await best(HttpToolsProtocol)),
+            ("a request through receiver.protocol's limits", await best(LimitedHttpProtocol)),
+        ]
+
+    return uvloop.run(both())
+
+
 def main() -> None:
     body = terminal_body()
     print(f"terminal StatusCallback: {len(body)} bytes, {len(form.parse_form(body))} parameters")
-    rows = decoding(body) + log_lines() + counting()
+    rows = decoding(body) + log_lines() + counting() + connections()
     width = max(len(name) for name, _ in rows)
     for name, micros in rows:
         print(f"{name:<{width}}  {micros:6.1f} us")

@@ -173,8 +173,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _ready(self) -> None:
         """The connection waits for a request from now on. The timer is not re-armed for each
-        request (a timer per request costs more than the rest of this class): it is armed if none
-        is, and when it fires it looks at the request it finds."""
+        request (bench/RESULTS.md, "Micro-measurements"): it is armed if none is, and when it
+        fires it looks at the request it finds."""
         self._ready_at = self.loop.time()
         self._waiting = True
         if self._deadline is None:
