@@ -19,6 +19,7 @@ by one. Each run:
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,8 @@ def run_all(
                     workers=workers,
                 )
             )
+        # A fresh directory: nodes that remember an earlier cluster refuse to form a new one.
+        shutil.rmtree(out / "capacity-cluster", ignore_errors=True)
         cluster = RedisClusterServer(out / "capacity-cluster", appendfsync="always")
         cluster.start()
         try:

@@ -58,7 +58,7 @@ def _stream_versions(redis: BenchRedis) -> dict[tuple[str, int], float]:
     start = "-"
     while True:
         entries: list[tuple[bytes, dict[bytes, bytes]]] = redis.client.xrange(  # type: ignore[assignment]
-            keys.CHANGES, min=start, count=10_000
+            keys.changes(0), min=start, count=10_000
         )
         for entry_id, fields in entries:
             millis = int(entry_id.split(b"-")[0])
@@ -95,7 +95,7 @@ def lag(
         # Every answered callback should end up as one stream entry; if some never do, the
         # unmatched count in the result says so.
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: redis.client.xlen(keys.CHANGES) >= load.answered, 30, "the changes")
+            wait_until(lambda: redis.client.xlen(keys.changes(0)) >= load.answered, 30, "the changes")
         if profile is not None:
             profile.finish()
     finally:

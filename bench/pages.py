@@ -111,7 +111,7 @@ def stream_moving(client: redis.Redis, rate: float) -> Iterator[None]:
                 sid = rng.choice(sids)
                 versions[sid] += 1
                 pipe.xadd(
-                    keys.CHANGES, {"call": sid, "version": versions[sid], "status": "ringing", "final": 0}
+                    keys.changes(0), {"call": sid, "version": versions[sid], "status": "ringing", "final": 0}
                 )
             pipe.execute()
             next_tick += 0.05

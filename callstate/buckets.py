@@ -23,9 +23,10 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from callstate.connection import StoreClient
+if TYPE_CHECKING:  # callstate.connection reads the count with parse_count
+    from callstate.connection import StoreClient
 
 #: Buckets on a Redis Cluster: enough to spread over a few masters evenly, few enough that a
 #: reader's merge (one ZREVRANGE per bucket) stays one cheap round trip.
@@ -100,3 +101,22 @@ def total(client: StoreClient, index_of: Callable[[int], str], count: int) -> in
     for bucket in range(count):
         pipe.zcard(index_of(bucket))
     return sum(int(size) for size in pipe.execute())
+
+
+def oldest_first(pages: Iterable[Sequence[Entry]], limit: int) -> list[Entry]:
+    """The ``limit`` oldest entries of several ``ZRANGE ... WITHSCORES`` pages, merged (score
+    ascending, then member ascending, as Redis orders one sorted set)."""
+    merged = heapq.merge(*pages, key=lambda entry: (entry[1], entry[0]))
+    return [entry for _, entry in zip(range(limit), merged, strict=False)]
+
+
+def merged_oldest(
+    client: StoreClient, index_of: Callable[[int], str], count: int, *, newest: float, limit: int
+) -> list[Entry]:
+    """The ``limit`` oldest entries scored at or before ``newest`` of an index split into ``count``
+    buckets: one ``ZRANGEBYSCORE`` per bucket, one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for bucket in range(count):
+        pipe.zrangebyscore(index_of(bucket), "-inf", newest, start=0, num=limit, withscores=True)
+    pages: list[Any] = pipe.execute()
+    return oldest_first(pages, limit)

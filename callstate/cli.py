@@ -88,12 +88,14 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     """The release step: configuration complete, Redis reachable, schema version written."""
     from callstate.checks import base_url_warnings  # noqa: PLC0415
-    from callstate.connection import connect  # noqa: PLC0415
+    from callstate.connection import connect, connect_store  # noqa: PLC0415
     from workers.store import Store  # noqa: PLC0415
 
     settings.require_web()
     redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
-    Store(redis, settings.retention_seconds, settings.max_events_per_call).write_schema_version()
+    redis.ping()  # the queue, then the store (which may be the same Redis)
+    store = connect_store(settings, command_timeout=settings.redis_timeout, role="cli", queue=redis)
+    Store(store, settings.retention_seconds, settings.max_events_per_call).write_schema_version()
     warnings = base_url_warnings(os.environ)
     for warning in warnings:
         print(f"callstate: warning: {warning}", file=sys.stderr)  # noqa: T201
@@ -168,7 +170,7 @@ def _requeue_failed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    from callstate.connection import connect  # noqa: PLC0415
+    from callstate.connection import connect_store  # noqa: PLC0415
     from workers.replay import replay  # noqa: PLC0415
     from workers.store import Store  # noqa: PLC0415
 
@@ -179,7 +181,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if malformed:
         return _refuse("replay", f"not a CallSid: {', '.join(malformed)}; nothing changed")
     logs.configure(settings.log_format)
-    redis = connect(settings, command_timeout=settings.redis_timeout, role="cli")
+    redis = connect_store(settings, command_timeout=settings.redis_timeout, role="cli")
     store = Store(redis, settings.retention_seconds, settings.max_events_per_call)
     progress = Progress("replay", sys.stderr, total=None if args.all else len(args.call_sids))
     done = replay(
@@ -317,13 +319,13 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
 
 
 def _watch(settings: Settings, args: argparse.Namespace) -> int:
-    from callstate.reader import position_key  # noqa: PLC0415
+    from callstate.reader import check_position  # noqa: PLC0415
     from callstate.watch import watch  # noqa: PLC0415
 
     since = "0-0" if args.from_start else args.since
     if since != "$":
         try:
-            position_key(since)
+            check_position(since)
         except ValueError:
             raise SystemExit(
                 f"callstate watch: --since takes a stream ID like 1700000000000-0, not {since!r}"

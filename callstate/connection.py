@@ -23,13 +23,16 @@ command may take depends on the caller, so it is a parameter.
 from __future__ import annotations
 
 import ssl
-from typing import Any, Final, TypeAlias
+import threading
+from typing import Any, Final, TypeAlias, cast
 from urllib.parse import urlsplit
 
 from redis import BlockingConnectionPool, Redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from callstate.buckets import parse_count
+from callstate.keys import BUCKETS
 from callstate.settings import Settings
 
 #: Every connection announces its role (``CLIENT SETNAME``), so that ``CLIENT LIST`` shows who
@@ -105,6 +108,48 @@ def connect_store(
     if clustered:
         return RedisCluster.from_url(url, **options)
     return Redis.from_url(url, **options)
+
+
+class StoreHandle:
+    """The store's client for a long-lived process, connected on first use and then kept.
+
+    ``STORE_REDIS_URL`` may be down when a web process starts; the process must start anyway (its
+    callbacks go to ``REDIS_URL``), and its reads connect when the store answers. Also knows the
+    store's bucket count (callstate.buckets), read once the workers have written it. Thread-safe.
+    """
+
+    def __init__(self, settings: Settings, *, command_timeout: float | None, role: str, queue: Redis) -> None:
+        self._settings = settings
+        self._timeout = command_timeout
+        self._role = role
+        self._queue = queue
+        self._client: StoreClient | None = None if settings.store_redis_url else queue
+        self._buckets: int | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> StoreClient:
+        """The store's client; raises :class:`redis.RedisError` while the store cannot be reached."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = connect_store(
+                        self._settings, command_timeout=self._timeout, role=self._role, queue=self._queue
+                    )
+        return self._client
+
+    def buckets(self) -> int:
+        """The store's bucket count: 1 until a worker has written one."""
+        if self._buckets is not None:
+            return self._buckets
+        raw = cast(bytes | None, self.client().get(BUCKETS))
+        if raw is None:
+            return 1
+        self._buckets = parse_count(raw)
+        return self._buckets
+
+    def close(self) -> None:
+        if self._client is not None and self._client is not self._queue:
+            self._client.close()
 
 
 def is_cluster_node(client: Redis) -> bool:

@@ -5,8 +5,9 @@ Changing a name here changes the schema: bump :data:`SCHEMA_VERSION` and the doc
 Per-call keys carry the call's *record* as a hash tag (``{CA...}``, or ``{CA...:AC...}`` for a
 call a subaccount's token vouched for: :meth:`callstate.event.Event.record`) so that one record's
 keys live in one Redis Cluster slot and the atomic part of an update touches that slot only.
-Global keys share the hash tag ``{callstate}``, so the script that updates indexes and the change
-stream is atomic too.
+The indexes and the change stream are split into buckets (callstate.buckets): the keys of bucket
+``b`` share the hash tag ``{callstate:b}``, so the script that publishes to one bucket is atomic and
+no slot takes every event. The few other global keys share ``{callstate}``.
 """
 
 from __future__ import annotations
@@ -20,17 +21,10 @@ PREFIX: Final = "callstate"
 
 #: String: the schema version, written by every worker at start-up.
 SCHEMA: Final = f"{PREFIX}:{{callstate}}:schema"
-#: Sorted set: every known call record, scored by its ``updated_at`` (Unix seconds), bounded to
-#: a window around processing time (workers.store.index_score).
-RECENT: Final = f"{PREFIX}:{{callstate}}:recent"
-#: Sorted set: calls that are not final yet, scored like RECENT.
-ACTIVE: Final = f"{PREFIX}:{{callstate}}:active"
-#: Sorted set: calls that are final, scored like RECENT.
-FINAL: Final = f"{PREFIX}:{{callstate}}:final"
-#: Hash: CallSid -> ``<version>:<status>``, the last state published to indexes and stream.
-PUBLISHED: Final = f"{PREFIX}:{{callstate}}:published"
-#: Stream: one entry per change of a call's reconciled state.
-CHANGES: Final = f"{PREFIX}:{{callstate}}:changes"
+#: Hash: counter name -> integer, for metrics (e.g. ``events_over_cap``).
+STATS: Final = f"{PREFIX}:{{callstate}}:stats"
+#: String: how many buckets the indexes and the change stream are split into (callstate.buckets).
+BUCKETS: Final = f"{PREFIX}:{{callstate}}:buckets"
 #: Sorted set: CallSid -> Unix seconds of the sweep's last REST request about it.
 SWEPT: Final = f"{PREFIX}:{{callstate}}:swept"
 #: String with a PX expiry: the sweep's lease (workers.sweep).
@@ -65,6 +59,37 @@ def orphan_recording(recording_sid: str) -> str:
     return f"{PREFIX}:recording:{{{recording_sid}}}"
 
 
-def by_status(status: str) -> str:
-    """Sorted set: calls whose current status is ``status`` (``none`` for status null)."""
-    return f"{PREFIX}:{{callstate}}:status:{status}"
+def _bucket(bucket: int, name: str) -> str:
+    return f"{PREFIX}:{{{PREFIX}:{bucket}}}:{name}"
+
+
+def recent(bucket: int) -> str:
+    """Sorted set: every known call record of ``bucket``, scored by its ``updated_at`` (Unix
+    seconds), bounded to a window around processing time (workers.store.index_score)."""
+    return _bucket(bucket, "recent")
+
+
+def active(bucket: int) -> str:
+    """Sorted set: the records of ``bucket`` that are not final yet, scored like :func:`recent`."""
+    return _bucket(bucket, "active")
+
+
+def final(bucket: int) -> str:
+    """Sorted set: the records of ``bucket`` that are final, scored like :func:`recent`."""
+    return _bucket(bucket, "final")
+
+
+def published(bucket: int) -> str:
+    """Hash: record -> ``<version>:<status>``, the last state of each record of ``bucket``
+    published to the indexes and the stream (the outbox)."""
+    return _bucket(bucket, "published")
+
+
+def changes(bucket: int) -> str:
+    """Stream: one entry per change of the state of a record of ``bucket``."""
+    return _bucket(bucket, "changes")
+
+
+def by_status(status: str, bucket: int) -> str:
+    """Sorted set: the records of ``bucket`` whose status is ``status`` (``none`` for null)."""
+    return _bucket(bucket, f"status:{status}")

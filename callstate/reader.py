@@ -8,10 +8,14 @@ and a working example for anyone who writes a dashboard: every key it touches is
   of one status, newest first (:meth:`Reader.page`), the counts by status (:meth:`Reader.counts`),
   and the raw entries of the change stream after a position (:meth:`Reader.changes`).
 - :class:`Follower`: follows the change stream from a saved position and applies the per-call
-  version rule of "The change stream `callstate:{callstate}:changes`" (keep the highest version
-  seen per call, drop anything at or below it). A lost connection (Redis restarting) costs a
-  pause, never an exception, and reading resumes from the same position: with AOF the stream
+  version rule of docs/redis-schema.md, "The change stream" (keep the highest
+  version seen per call, drop anything at or below it). A lost connection (Redis restarting) costs
+  a pause, never an exception, and reading resumes from the same position: with AOF the stream
   survives the restart, and entry IDs only grow, so nothing is skipped or repeated.
+
+The indexes and the stream are split into buckets (docs/redis-schema.md, "Buckets"): pages and
+counts merge them, and a position holds one stream ID per bucket (``"<id0>,<id1>,…"``; a single
+ID when the store has one bucket, as on a plain Redis).
 
 All of it is blocking redis-py; async callers run it on a thread.
 """
@@ -21,15 +25,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Final, Literal, cast
 
 import orjson
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callstate import keys
-from callstate.connection import StoreClient
+from callstate.buckets import merged_page, read_count
+from callstate.buckets import total as bucket_total
+from callstate.connection import StoreClient, StoreHandle
 from callstate.event import parse_sequence_number
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
 
@@ -78,13 +86,55 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One entry of the change stream: ``id`` is its stream ID (the position after it)."""
+    """One entry of the change stream. ``id`` is the position after it (its stream ID when the
+    store has one bucket); ``bucket`` and ``entry`` say which bucket's stream holds it, under which
+    stream ID."""
 
     id: str
     call_sid: str
     version: int
     status: str | None
     final: bool
+    bucket: int = 0
+    entry: str = ""
+
+
+def positions(position: str, buckets: int) -> list[str]:
+    """A position as one stream ID per bucket: ``"<id>"`` (the same ID in every bucket) or
+    ``"<id0>,<id1>,…"`` with one ID per bucket, as :meth:`Reader.changes` writes it. Raises
+    ValueError for anything else (positions come from clients: Last-Event-ID, --since)."""
+    ids = position.split(",")
+    for one in ids:
+        position_key(one)
+    if len(ids) == 1:
+        return ids * buckets
+    if len(ids) != buckets:
+        raise ValueError(f"a position of {len(ids)} stream IDs for {buckets} buckets")
+    return ids
+
+
+def check_position(position: str) -> None:
+    """Raise ValueError unless ``position`` is a stream ID, or several separated by commas."""
+    if len(position) > 48 * 1024:
+        raise ValueError("position too long")
+    for one in position.split(","):
+        position_key(one)
+
+
+def is_after(change: Change, position: str) -> bool:
+    """Whether ``change`` comes after ``position`` in its bucket's stream (not yet read there)."""
+    ids = position.split(",")
+    before = ids[change.bucket] if len(ids) > 1 else ids[0]
+    return position_key(change.entry or change.id) > position_key(before)
+
+
+def advance(position: str, change: Change, buckets: int) -> str:
+    """``position`` moved past ``change`` in its bucket (never backwards)."""
+    ids = positions(position, buckets)
+    entry = change.entry or change.id
+    if position_key(entry) > position_key(ids[change.bucket]):
+        ids[change.bucket] = entry
+    return ",".join(ids) if buckets > 1 else ids[0]
 
 
 def position_key(position: str) -> tuple[int, int]:
@@ -109,11 +159,33 @@ class Reader:
     """
 
     def __init__(
-        self, redis: StoreClient, *, stuck_after: float = 1800, clock: Callable[[], float] = time.time
+        self,
+        redis: StoreClient | StoreHandle,
+        *,
+        stuck_after: float = 1800,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.redis = redis
+        self._source = redis
         self.stuck_after = stuck_after
         self.clock = clock
+        self._buckets: int | None = None
+
+    @property
+    def redis(self) -> StoreClient:
+        """The store's client (a :class:`StoreHandle` connects on first use: a web process starts
+        while STORE_REDIS_URL is down, and its pages work once it answers)."""
+        source = self._source
+        return source.client() if isinstance(source, StoreHandle) else source
+
+    def buckets(self) -> int:
+        """How many buckets the store's indexes and stream are split into (callstate.buckets):
+        read once the workers have written it, 1 until then."""
+        if self._buckets is None:
+            count = read_count(self.redis, keys.BUCKETS)
+            if self.redis.exists(keys.BUCKETS):
+                self._buckets = count
+            return count
+        return self._buckets
 
     def schema_version(self) -> int | None:
         """The layout version the workers wrote (docs/redis-schema.md: check it first), None before any
@@ -169,56 +241,98 @@ class Reader:
         """
         if offset < 0 or limit < 1:
             raise ValueError("offset must be >= 0 and limit >= 1")
-        pipe = self.redis.pipeline(transaction=False)
+        buckets = self.buckets()
         if view == "stuck":
             cutoff = self.clock() - self.stuck_after
-            pipe.zrevrangebyscore(keys.ACTIVE, cutoff, "-inf", start=offset, num=limit)
-            pipe.zcount(keys.ACTIVE, "-inf", cutoff)
+            entries = merged_page(self.redis, keys.active, buckets, offset=offset, limit=limit, newest=cutoff)
+            pipe = self.redis.pipeline(transaction=False)
+            for bucket in range(buckets):
+                pipe.zcount(keys.active(bucket), "-inf", cutoff)
+            total = sum(int(n) for n in pipe.execute())
         else:
             index = _index(view)
-            pipe.zrevrange(index, offset, offset + limit - 1)
-            pipe.zcard(index)
-        members, total = pipe.execute()
-        sids = [member.decode() for member in members]
+            entries = merged_page(self.redis, index, buckets, offset=offset, limit=limit)
+            total = bucket_total(self.redis, index, buckets)
+        sids = [member.decode() for member, _ in entries]
         found = [call for call in self.calls(sids) if call is not None] if sids else []
-        return Page(found, int(total), offset)
+        return Page(found, total, offset)
 
     def counts(self) -> Counts:
-        """Calls by status, active, stuck and known, in one round trip."""
+        """Calls by status, active, stuck and known, in one round trip (one per master)."""
+        buckets = self.buckets()
         pipe = self.redis.pipeline(transaction=False)
-        for status in PUBLISHED_STATUSES:
-            pipe.zcard(keys.by_status(status))
-        pipe.zcard(keys.ACTIVE)
-        pipe.zcount(keys.ACTIVE, "-inf", self.clock() - self.stuck_after)
-        pipe.zcard(keys.RECENT)
-        *by_status, active, stuck, recent = (int(n) for n in pipe.execute())
+        for bucket in range(buckets):
+            for status in PUBLISHED_STATUSES:
+                pipe.zcard(keys.by_status(status, bucket))
+            pipe.zcard(keys.active(bucket))
+            pipe.zcount(keys.active(bucket), "-inf", self.clock() - self.stuck_after)
+            pipe.zcard(keys.recent(bucket))
+        replies = [int(n) for n in pipe.execute()]
+        width = len(PUBLISHED_STATUSES) + 3
+        sums = [sum(replies[column::width]) for column in range(width)]
+        *by_status, active, stuck, recent = sums
         return Counts(dict(zip(PUBLISHED_STATUSES, by_status, strict=True)), active, stuck, recent)
 
     def last_position(self) -> str:
-        """The ID of the stream's newest entry (:data:`START` when it is empty): "from now on"."""
-        newest = cast(list[tuple[bytes, Any]], self.redis.xrevrange(keys.CHANGES, count=1))
-        return newest[0][0].decode() if newest else START
+        """The position after every entry written so far ("from now on"): per bucket, its
+        stream's newest ID (:data:`START` for an empty one)."""
+        buckets = self.buckets()
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in range(buckets):
+            pipe.xrevrange(keys.changes(bucket), count=1)
+        newest = cast(list[list[tuple[bytes, Any]]], pipe.execute())
+        ids = [entries[0][0].decode() if entries else START for entries in newest]
+        return ",".join(ids) if buckets > 1 else ids[0]
 
     def changes(self, after: str, *, count: int = 500, block: float | None = None) -> list[Change]:
-        """Up to ``count`` stream entries after position ``after``, oldest first.
+        """Up to ``count`` stream entries after position ``after`` (see :func:`positions`), in
+        the order of their stream IDs across buckets; each change's ``id`` is the position after it.
 
         With ``block`` (seconds), wait that long for the first one when there is none yet; the
         client's socket timeout must be longer than ``block``. Repeats are NOT dropped here: that
         is :class:`Follower`'s job.
         """
-        position_key(after)
-        if block is None:
-            raw = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                self.redis.xrange(keys.CHANGES, min=f"({after}", count=count),
-            )
-        else:
+        buckets = self.buckets()
+        ids = positions(after, buckets)
+        found = self._read(ids, count)
+        if not found and block is not None:
+            found = self._wait(ids, count, block)
+        found.sort(key=lambda item: position_key(item[1].decode()))
+        out: list[Change] = []
+        position = after if len(after.split(",")) == buckets else ",".join(ids) if buckets > 1 else ids[0]
+        for bucket, entry_id, fields in found[:count]:
+            change = _change(bucket, entry_id, fields, position)
+            position = advance(position, change, buckets)
+            out.append(replace(change, id=position))
+        return out
+
+    def _read(self, ids: list[str], count: int) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket, position in enumerate(ids):
+            pipe.xrange(keys.changes(bucket), min=f"({position}", count=count)
+        pages = cast(list[list[tuple[bytes, dict[bytes, bytes]]]], pipe.execute())
+        return [(bucket, entry, fields) for bucket, page in enumerate(pages) for entry, fields in page]
+
+    def _wait(self, ids: list[str], count: int, block: float) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
+        """Block until an entry comes: one XREAD over every bucket's stream on one Redis; on a
+        cluster (one XREAD may only name one slot) a poll of all of them every 100 ms."""
+        if not isinstance(self.redis, RedisCluster):
+            streams: dict[Any, Any] = {keys.changes(bucket): position for bucket, position in enumerate(ids)}
             reply = cast(
                 list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                self.redis.xread({keys.CHANGES: after}, count=count, block=max(1, int(block * 1000))),
+                self.redis.xread(streams, count=count, block=max(1, int(block * 1000))),
             )
-            raw = reply[0][1] if reply else []
-        return [_change(entry_id, fields) for entry_id, fields in raw]
+            bucket_of_key = {keys.changes(bucket).encode(): bucket for bucket in range(len(ids))}
+            return [
+                (bucket_of_key[key], entry, fields) for key, entries in reply for entry, fields in entries
+            ]
+        deadline = time.monotonic() + block
+        while time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            found = self._read(ids, count)
+            if found:
+                return found
+        return []
 
 
 class Follower:
@@ -242,7 +356,7 @@ class Follower:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if position != "$":
-            position_key(position)
+            check_position(position)
         self.reader = reader
         self.position = position
         self.remember = remember
@@ -288,22 +402,24 @@ class Follower:
         return True
 
 
-def _index(view: str) -> str:
+def _index(view: str) -> Callable[[int], str]:
     if view == "recent":
-        return keys.RECENT
+        return keys.recent
     if view == "active":
-        return keys.ACTIVE
+        return keys.active
     if view in PUBLISHED_STATUSES:
-        return keys.by_status(view)
+        return partial(keys.by_status, view)
     raise ValueError(f"no such list: {view!r}")
 
 
-def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
+def _change(bucket: int, entry_id: bytes, fields: dict[bytes, bytes], position: str) -> Change:
     status = fields[b"status"].decode()
     return Change(
-        id=entry_id.decode(),
+        id=position,
         call_sid=fields[b"call"].decode(),
         version=int(fields[b"version"]),
         status=None if status == NO_STATUS else status,
         final=fields[b"final"] == b"1",
+        bucket=bucket,
+        entry=entry_id.decode(),
     )

@@ -31,7 +31,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from callstate.connection import connect, describe_error
+from callstate.connection import StoreHandle, connect, describe_error
 from callstate.counters import ENDPOINTS, Tally, callback_field, signature_field
 from callstate.errors import InvalidSignature, MethodNotAllowed, RequestRejected, StoreUnavailable
 from callstate.jobqueue import failure_ttl, make_queue
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Receiver:
             # 2 s, every callback is answered within about 4 s, well inside Twilio's 15 s.
             answer_within=2 * settings.redis_timeout,
         )
+        store = StoreHandle(settings, command_timeout=settings.redis_timeout, role="web-store", queue=redis)
         # The live page's feed blocks on the change stream for BLOCK seconds at a time: a client
         # of its own, whose command timeout allows that, with one connection, held only while a
         # page is open (README, "Connection budget").
@@ -106,15 +107,22 @@ def create_app(settings: Settings | None = None) -> Receiver:
             role="web-live",
             max_connections=1,
         )
-        feed = livefeed.LiveFeed(Reader(feed_redis, stuck_after=settings.stuck_after))
+        feed_store = StoreHandle(
+            settings,
+            command_timeout=livefeed.BLOCK + settings.redis_timeout,
+            role="web-live",
+            queue=feed_redis,
+        )
+        feed = livefeed.LiveFeed(Reader(feed_store, stuck_after=settings.stuck_after))
         resources = Resources(
             settings=settings,
             redis=redis,
+            store=store,
             commit=commit,
             keyring=keyring,
             trusted=trusted,
             rejections=RejectionLog(),
-            reader=Reader(redis, stuck_after=settings.stuck_after),
+            reader=Reader(store, stuck_after=settings.stuck_after),
             feed=feed,
         )
         flusher = asyncio.create_task(_flush_every(request_log, LOG_FLUSH_INTERVAL))
@@ -132,11 +140,13 @@ def create_app(settings: Settings | None = None) -> Receiver:
         finally:
             await commit.aclose()
             await feed.aclose()
+            feed_store.close()
             feed_redis.close()
             flusher.cancel()
             counts.cancel()
             await monitoring.final_counts(tally, redis)
             request_log.flush()
+            store.close()
             redis.close()
             commit_redis.close()
 

@@ -40,7 +40,7 @@ from callstate import metrics, tokens
 from callstate.counters import LAG_BUCKETS
 from callstate.errors import InvalidQuery, NotFound, Unauthorized
 from callstate.event import CALL_SID
-from callstate.reader import VIEWS, Change, Reader, StoredCall, position_key
+from callstate.reader import VIEWS, Change, Reader, StoredCall, check_position
 from callstate.status import PUBLISHED_STATUSES
 from receiver import livefeed
 from receiver.publicurl import public_url
@@ -299,7 +299,7 @@ async def events(request: Request) -> Response:
     after = request.headers.get("last-event-id") or request.query_params.get("after") or None
     if after is not None:
         try:
-            position_key(after)
+            check_position(after)
         except ValueError:
             raise InvalidQuery("Last-Event-ID and after must be stream IDs", field="after") from None
     reader, feed = resources.reader, resources.feed

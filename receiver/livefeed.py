@@ -27,7 +27,7 @@ import orjson
 from anyio import CapacityLimiter
 from redis import Redis
 
-from callstate.reader import Change, Follower, Reader, position_key
+from callstate.reader import Change, Follower, Reader, advance, is_after
 
 logger = logging.getLogger("callstate.web")
 
@@ -170,7 +170,7 @@ class LiveFeed:
                     self._offer(Reset())
                 elif changes:
                     latest = _latest(changes)
-                    self._offer(Batch(latest, _changes_event(latest)))
+                    self._offer(Batch(latest, _changes_event(latest, latest[-1].id)))
                 await asyncio.sleep(self.interval - (loop.time() - started))
         except Exception:
             # A bug, not Redis (the follower rides out lost connections): end every page's
@@ -196,15 +196,23 @@ def _latest(changes: list[Change]) -> list[Change]:
     return [change for n, change in enumerate(changes) if last[change.call_sid] == n]
 
 
+def _past(position: str, changes: list[Change]) -> str:
+    """``position`` moved past ``changes`` in each of their buckets (never backwards)."""
+    buckets = max(len(position.split(",")), len(changes[-1].id.split(",")))
+    for change in changes:
+        position = advance(position, change, buckets)
+    return position
+
+
 def sse(event: str, data: object, entry_id: str | None = None) -> bytes:
     """One Server-Sent Event (WHATWG HTML, "Server-sent events"): data is JSON on one line."""
     head = f"id: {entry_id}\n" if entry_id is not None else ""
     return f"{head}event: {event}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def _changes_event(changes: list[Change]) -> bytes:
+def _changes_event(changes: list[Change], position: str) -> bytes:
     rows = [[c.call_sid, c.version, c.status, c.final] for c in changes]
-    return sse("changes", rows, changes[-1].id)
+    return sse("changes", rows, position)
 
 
 async def event_stream(
@@ -225,15 +233,16 @@ async def event_stream(
     """
     # Reconnect soon after a drop; the browser then sends Last-Event-ID.
     yield b"retry: 2000\n\n"
-    sent = position_key(after) if after is not None else (0, 0)
+    # What was sent, per bucket of the change stream (see callstate.reader, positions).
+    sent = after
     if after is not None:
         missed = await anyio.to_thread.run_sync(read_missed, after)
         if len(missed) > catch_up:
             yield sse("reset", {"reason": "too many changes missed"})
         elif missed:
             # Repeats included: the page applies the per-call version rule itself.
-            sent = position_key(missed[-1].id)
-            yield _changes_event(missed)
+            sent = missed[-1].id
+            yield _changes_event(missed, sent)
     while True:
         try:
             message = await asyncio.wait_for(subscription.queue.get(), keepalive)
@@ -248,8 +257,8 @@ async def event_stream(
         if isinstance(message, Reset):
             yield sse("reset", {"reason": "the page fell behind"})
             continue
-        changes = [c for c in message.changes if position_key(c.id) > sent]
+        changes = [c for c in message.changes if sent is None or is_after(c, sent)]
         if changes:
-            sent = position_key(changes[-1].id)
+            sent = changes[-1].id if sent is None else _past(sent, changes)
             # Usually all of it (only after a catch-up can the first few be old): the shared bytes.
-            yield message.event if len(changes) == len(message.changes) else _changes_event(changes)
+            yield message.event if len(changes) == len(message.changes) else _changes_event(changes, sent)

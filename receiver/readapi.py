@@ -12,16 +12,18 @@ sees every record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final, cast
 
 import orjson
-from redis import Redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from callstate import keys, tokens
+from callstate.buckets import merged_page
+from callstate.connection import StoreClient, StoreHandle
 from callstate.errors import Conflict, InvalidQuery, NotFound
 from callstate.event import CALL_SID
 from callstate.status import PUBLISHED_STATUSES
@@ -50,7 +52,7 @@ def _visible(record: str, state: bytes, scope: frozenset[str] | None) -> bool:
     return orjson.loads(state).get("account_sid") in scope
 
 
-def _states(redis: Redis, records: Sequence[str]) -> list[bytes | None]:
+def _states(redis: StoreClient, records: Sequence[str]) -> list[bytes | None]:
     pipe = redis.pipeline(transaction=False)
     for record in records:
         pipe.hget(keys.call(record), "state")
@@ -74,7 +76,7 @@ async def get_call(request: Request) -> Response:
         raise InvalidQuery("CallSid is malformed", field="CallSid")
     tenants = resources.settings.subaccount_tokens if scope is None else scope
     records = [sid, *(keys.record(sid, tenant) for tenant in sorted(tenants))]
-    states = await run_in_threadpool(_states, resources.redis, records)
+    states = await run_in_threadpool(lambda: _states(resources.store.client(), records))
     found = [
         (record, state)
         for record, state in zip(records, states, strict=True)
@@ -102,27 +104,30 @@ async def list_calls(request: Request) -> Response:
     status = query.get("status") or None
     if status is not None and status not in PUBLISHED_STATUSES:
         raise InvalidQuery(f"status must be one of {', '.join(PUBLISHED_STATUSES)}", field="status")
-    states = await run_in_threadpool(_recent_states, resources.redis, status, final, int(raw_limit), scope)
+    states = await run_in_threadpool(_recent_states, resources.store, status, final, int(raw_limit), scope)
     return _json(b'{"calls":[' + b",".join(states) + b"]}")
 
 
 def _recent_states(
-    redis: Redis, status: str | None, final: bool | None, limit: int, scope: frozenset[str] | None
+    store: StoreHandle, status: str | None, final: bool | None, limit: int, scope: frozenset[str] | None
 ) -> list[bytes]:
-    """States newest first from the narrowest index (ACTIVE, FINAL, a status); a page at a time,
-    filtered on ``final`` and on the token's scope."""
+    """States newest first from the narrowest index (ACTIVE, FINAL, a status), its buckets merged
+    (callstate.buckets); a page at a time, filtered on ``final`` and on the token's scope."""
+    index: Callable[[int], str]
     if status is not None:
-        index = keys.by_status(status)
+        index = partial(keys.by_status, status)
     elif final is False:
-        index = keys.ACTIVE
+        index = keys.active
     elif final is True:
-        index = keys.FINAL
+        index = keys.final
     else:
-        index = keys.RECENT
+        index = keys.recent
+    redis, buckets = store.client(), store.buckets()
     out: list[bytes] = []
     start, page = 0, max(limit, 100)
     while len(out) < limit:
-        records = [raw.decode() for raw in cast(list[bytes], redis.zrevrange(index, start, start + page - 1))]
+        entries = merged_page(redis, index, buckets, offset=start, limit=page)
+        records = [member.decode() for member, _ in entries]
         if not records:
             break
         start += page

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from redis import Redis
 
+from callstate.connection import StoreHandle
 from callstate.reader import Reader
 from callstate.settings import Settings
 from receiver.groupcommit import GroupCommit
@@ -31,8 +32,10 @@ class Resources:
     """Everything the web process's handlers need, built by the lifespan and closed by it."""
 
     settings: Settings
-    #: The Redis client of the read API and the probes (a connection pool, thread-safe).
+    #: The Redis client of the probes (REDIS_URL; a connection pool, thread-safe).
     redis: Redis
+    #: The store the read API reads (STORE_REDIS_URL, by default that same client).
+    store: StoreHandle
     #: Where callbacks go: the group commit into RQ (see receiver.groupcommit).
     commit: GroupCommit
     #: The auth tokens signatures are checked against.

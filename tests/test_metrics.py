@@ -118,9 +118,9 @@ class TestRead:
         """Calls by status, stuck calls, jobs per state and the oldest job's age, with the
         counters hash: everything /metrics shows, read from one Redis."""
         now = datetime.now(UTC).timestamp()
-        redis_client.zadd(keys.by_status("in-progress"), {"CA1": now, "CA2": now - 7200})
-        redis_client.zadd(keys.by_status("completed"), {"CA3": now})
-        redis_client.zadd(keys.ACTIVE, {"CA1": now, "CA2": now - 7200})
+        redis_client.zadd(keys.by_status("in-progress", 0), {"CA1": now, "CA2": now - 7200})
+        redis_client.zadd(keys.by_status("completed", 0), {"CA3": now})
+        redis_client.zadd(keys.active(0), {"CA1": now, "CA2": now - 7200})
         redis_client.hset(keys.METRICS, mapping={"events:new": 5, LAG_FIELDS[0]: 5})
         queue = make_queue(redis_client, "callstate")
         enqueue_batch(queue, [{"kind": "call"}])
@@ -164,7 +164,7 @@ class TestRead:
             store = store_server.client()
             redis_client.hset(keys.METRICS, mapping={"callbacks:call-status:204": 3, "events:new": 1})
             store.hset(keys.METRICS, mapping={"events:new": 2, LAG_FIELDS[0]: 2})
-            store.zadd(keys.by_status("ringing"), {"CA1": NOW})
+            store.zadd(keys.by_status("ringing", 0), {"CA1": NOW})
             f = read(redis_client, Reader(store, clock=lambda: NOW), queue_name="callstate")
         finally:
             store_server.stop()

@@ -7,6 +7,7 @@ through ``doc_key``), so the reader cannot drift from the contract it implements
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -16,7 +17,9 @@ import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 
+from callstate.connection import StoreClient
 from callstate.event import Event, parse_callback
 from callstate.reader import Change, Follower, Reader, position_key
 from callstate.status import PUBLISHED_STATUSES
@@ -35,7 +38,7 @@ def progress(sid: str, *statuses: str) -> list[Event]:
     return [parse_callback("call", call_params(sid, status, n)) for n, status in enumerate(statuses)]
 
 
-def documented_state(client: redis.Redis, sid: str) -> dict[str, Any]:
+def documented_state(client: StoreClient, sid: str) -> dict[str, Any]:
     return cast(
         dict[str, Any],
         orjson.loads(cast(bytes, client.hget(doc_key("callstate:call:", record=sid), "state"))),
@@ -111,7 +114,10 @@ class TestPages:
             offset += 5
         documented = [
             m.decode()
-            for m in cast(list[bytes], redis_client.zrevrange(doc_key("callstate:{callstate}:recent"), 0, -1))
+            for m in cast(
+                list[bytes],
+                redis_client.zrevrange(doc_key("callstate:{callstate:<bucket>}:recent", bucket="0"), 0, -1),
+            )
         ]
         assert seen == documented
         assert sorted(seen) == sorted(sids)
@@ -167,16 +173,23 @@ class TestCounts:
         counts = Reader(redis_client).counts()
         for status in PUBLISHED_STATUSES:
             assert counts.by_status[status] == redis_client.zcard(
-                doc_key("callstate:{callstate}:status:", status=status)
+                doc_key("callstate:{callstate:<bucket>}:status:", bucket="0", status=status)
             )
-        assert counts.active == redis_client.zcard(doc_key("callstate:{callstate}:active"))
-        assert counts.recent == redis_client.zcard(doc_key("callstate:{callstate}:recent")) == 30
+        assert counts.active == redis_client.zcard(
+            doc_key("callstate:{callstate:<bucket>}:active", bucket="0")
+        )
+        assert (
+            counts.recent
+            == redis_client.zcard(doc_key("callstate:{callstate:<bucket>}:recent", bucket="0"))
+            == 30
+        )
         assert sum(counts.by_status.values()) == 30
 
 
 def stream_entries(client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return cast(
-        list[tuple[bytes, dict[bytes, bytes]]], client.xrange(doc_key("callstate:{callstate}:changes"))
+        list[tuple[bytes, dict[bytes, bytes]]],
+        client.xrange(doc_key("callstate:{callstate:<bucket>}:changes", bucket="0")),
     )
 
 
@@ -224,7 +237,7 @@ class TestFollower:
         sid = call_sid(5)
         for event in progress(sid, "initiated", "ringing"):
             store.apply([event])
-        stream = doc_key("callstate:{callstate}:changes")
+        stream = doc_key("callstate:{callstate:<bucket>}:changes", bucket="0")
         # What a crashed worker's retry and a slow racing worker leave behind: a repeat of
         # version 1 and a late version 1 after version 2.
         for version, status in ((1, "initiated"), (2, "ringing"), (1, "initiated")):
@@ -306,3 +319,64 @@ def test_a_malformed_position_is_refused(position: str) -> None:
     """Positions may come from a browser (Last-Event-ID): anything but a stream ID is a ValueError."""
     with pytest.raises(ValueError, match="not a stream ID"):
         position_key(position)
+
+
+class TestOnCluster:
+    """The reader on a 3-master Redis Cluster, where the store keeps 16 index buckets."""
+
+    @pytest.fixture
+    def cluster_store(self, cluster_client: RedisCluster) -> Store:
+        store = Store(cluster_client, RETENTION, clock=lambda: NOON)
+        store.write_schema_version()
+        return store
+
+    def test_pages_and_counts_merge_every_bucket(
+        self, cluster_client: RedisCluster, cluster_store: Store
+    ) -> None:
+        """40 calls over 16 buckets: a page is the newest calls of all of them, counts add up."""
+        for n in range(1, 41):
+            cluster_store.apply(progress(call_sid(n), *("initiated", "ringing", "in-progress")[: 1 + n % 3]))
+        reader = Reader(cluster_client)
+        assert reader.buckets() == 16
+        expected = sorted(
+            (call_sid(n) for n in range(1, 41)),
+            key=lambda sid: (documented_state(cluster_client, sid)["updated_at"], sid),
+            reverse=True,
+        )
+        assert [call.sid for call in reader.page("recent", limit=100).calls] == expected
+        assert [call.sid for call in reader.page("recent", offset=10, limit=5).calls] == expected[10:15]
+        counts = reader.counts()
+        assert counts.recent == 40
+        assert counts.by_status["ringing"] == sum(1 for n in range(1, 41) if n % 3 == 1)
+
+    def test_a_follower_keeps_one_position_per_bucket(
+        self, cluster_client: RedisCluster, cluster_store: Store
+    ) -> None:
+        """Every change once from 0-0; a follower resumed from the saved position (16 IDs) gets
+        exactly the later ones, whichever buckets they land in."""
+        first = Follower(Reader(cluster_client), "0-0")
+        for n in range(1, 21):
+            cluster_store.apply(progress(call_sid(n), "initiated"))
+        got = [(c.call_sid, c.version) for c in first.poll(block=1, count=1000)]
+        assert sorted(got) == [(call_sid(n), 1) for n in range(1, 21)]
+        saved = first.position
+        assert len(saved.split(",")) == 16
+        for n in range(1, 21):
+            cluster_store.apply(progress(call_sid(n), "initiated", "ringing"))
+        resumed = Follower(Reader(cluster_client), saved)
+        again = [(c.call_sid, c.version) for c in resumed.poll(block=1, count=1000)]
+        assert sorted(again) == [(call_sid(n), 2) for n in range(1, 21)]
+
+    def test_waiting_for_a_change_sees_it_in_any_bucket(
+        self, cluster_client: RedisCluster, cluster_store: Store
+    ) -> None:
+        """changes(block=...) from the current position returns a change written meanwhile."""
+        reader = Reader(cluster_client)
+        position = reader.last_position()
+        writer = threading.Timer(0.2, lambda: cluster_store.apply(progress(call_sid(7), "initiated")))
+        writer.start()
+        try:
+            changes = reader.changes(position, block=10)
+        finally:
+            writer.join()
+        assert [(c.call_sid, c.version) for c in changes] == [(call_sid(7), 1)]

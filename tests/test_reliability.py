@@ -20,6 +20,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from callstate import keys
+from callstate.connection import StoreClient
 from callstate.event import Event
 from callstate.jobqueue import JOB_TIMEOUT, RETRY_INTERVALS, OrjsonSerializer, enqueue_events, make_queue
 from callstate.traffic import make_history
@@ -50,7 +51,7 @@ def histories(count: int, seed: int) -> dict[str, list[Event]]:
     }
 
 
-def fully_applied(client: redis.Redis, calls: dict[str, list[Event]]) -> bool:
+def fully_applied(client: StoreClient, calls: dict[str, list[Event]]) -> bool:
     """Every call's stored state is the reduction of all of its events."""
     pipe = client.pipeline(transaction=False)
     for sid in calls:
@@ -106,7 +107,7 @@ class TestWorkerDeath:
         assert FailedJobRegistry("callstate", connection=client).count == 0
         # One stream entry per call version: the re-run added no entry for what was already done.
         versions = sum(int(cast(bytes, client.hget(keys.call(sid), "version"))) for sid in calls)
-        assert client.xlen(keys.CHANGES) == versions
+        assert client.xlen(keys.changes(0)) == versions
 
     def test_a_dead_workers_job_is_retried_within_a_minute(self) -> None:
         """With the default job timeout, a job whose worker died is declared abandoned (heartbeat
@@ -312,21 +313,27 @@ class TestFailedJobs:
 
 
 class TestReplay:
+    @pytest.mark.parametrize("where", ["redis", "cluster"])
     def test_replay_rebuilds_a_call_from_its_events(
-        self, redis_server: RedisServer, redis_client: redis.Redis
+        self, redis_server: RedisServer, redis_client: redis.Redis, request: pytest.FixtureRequest, where: str
     ) -> None:
-        """`callstate replay SID` and `--all` recompute states from stored events."""
+        """`callstate replay SID` and `--all` recompute states from stored events, the store on the
+        queue's Redis or on a 3-master cluster (STORE_REDIS_URL)."""
+        env = environment(REDIS_URL=redis_server.url)
+        store_client: StoreClient = redis_client
+        if where == "cluster":
+            store_client = request.getfixturevalue("cluster_client")
+            env["STORE_REDIS_URL"] = request.getfixturevalue("redis_cluster").url
         calls = histories(5, seed=3)
-        Store(redis_client, RETENTION).apply([e for history in calls.values() for e in history])
+        Store(store_client, RETENTION).apply([e for history in calls.values() for e in history])
         first, second = list(calls)[:2]
         for sid in (first, second):
-            stale: dict[str, Any] = orjson.loads(cast(bytes, redis_client.hget(keys.call(sid), "state")))
+            stale: dict[str, Any] = orjson.loads(cast(bytes, store_client.hget(keys.call(sid), "state")))
             stale["status"] = "queued"
-            redis_client.hset(keys.call(sid), "state", orjson.dumps(stale))
-        env = environment(REDIS_URL=redis_server.url)
+            store_client.hset(keys.call(sid), "state", orjson.dumps(stale))
         command = [*procfile()["worker"][:-1], "replay"]
         one = subprocess.run([*command, first], env=env, capture_output=True, text=True, check=True)
         assert "replayed 1 call(s), 1 changed" in one.stdout
         every = subprocess.run([*command, "--all"], env=env, capture_output=True, text=True, check=True)
         assert "replayed 5 call(s), 1 changed" in every.stdout
-        assert fully_applied(redis_client, calls)
+        assert fully_applied(store_client, calls)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
+import pytest
 import redis
 
 from callstate import keys
+from callstate.connection import StoreClient
 from callstate.traffic import make_history
+from workers.packing import unpack
 from workers.store import Store
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "redis-schema.md").read_text()
@@ -28,20 +32,38 @@ def doc_key(template: str, **values: str) -> str:
     return re.sub(r"<(\w+)>", lambda m: values[m.group(1)], key)
 
 
+def bucket_template(key: str) -> str:
+    """A key of bucket 7 with its bucket number written as the document writes it."""
+    return key.replace("{callstate:7}", "{callstate:<bucket>}")
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store_client(request: pytest.FixtureRequest) -> StoreClient:
+    """The document followed on one redis-server, and on a 3-master Redis Cluster."""
+    client: StoreClient = request.getfixturevalue(
+        "redis_client" if request.param == "redis" else "cluster_client"
+    )
+    return client
+
+
 def test_every_key_the_code_writes_is_documented_and_vice_versa() -> None:
     """The key names of callstate.keys and of the document are the same set."""
     in_code = {
-        keys.SCHEMA, keys.RECENT, keys.ACTIVE, keys.FINAL, keys.PUBLISHED, keys.CHANGES, keys.SWEPT,
-        keys.SWEEP_LOCK, keys.METRICS,
+        keys.SCHEMA, keys.BUCKETS, keys.SWEPT, keys.SWEEP_LOCK, keys.METRICS,
+        *(bucket_template(index(7)) for index in (keys.recent, keys.active, keys.final, keys.published)),
+        bucket_template(keys.changes(7)),
+        bucket_template(keys.by_status("<status>", 7)),
         keys.call("<record>"), keys.events("<record>"), keys.deliveries("<record>"),
-        keys.orphan_recording("<RecordingSid>"), keys.by_status("<status>"),
+        keys.orphan_recording("<RecordingSid>"),
     }  # fmt: skip
     assert documented_keys() == in_code
     assert f"returns `{keys.SCHEMA_VERSION}`" in DOC
 
 
-def test_a_reconciled_call_read_by_following_the_document(redis_client: redis.Redis) -> None:
-    """Schema version, state JSON, version, event set, indexes and stream, as documented."""
+def test_a_reconciled_call_read_by_following_the_document(store_client: StoreClient) -> None:
+    """Schema version, bucket count, state JSON, version, event set, indexes and stream, as
+    documented, on one Redis and on a cluster."""
+    redis_client = store_client
     sid = "CA" + "d0c" * 10 + "00"
     history = make_history(random.Random(7), sid)
     store = Store(redis_client, 30 * 86_400)
@@ -50,6 +72,12 @@ def test_a_reconciled_call_read_by_following_the_document(redis_client: redis.Re
         store.apply([event])
 
     assert redis_client.get(doc_key("callstate:{callstate}:schema")) == b"2"
+    buckets = int(cast(bytes, redis_client.get(doc_key("callstate:{callstate}:buckets"))))
+    documented_counts = re.search(r"`(\d+)` on a plain Redis, `(\d+)` on a Redis Cluster", DOC)
+    assert documented_counts is not None
+    on_cluster = not isinstance(redis_client, redis.Redis)
+    assert buckets == int(documented_counts.group(2 if on_cluster else 1))
+    bucket = str(zlib.crc32(sid.encode()) % buckets)  # "crc32(record) mod buckets"
 
     call = doc_key("callstate:call:", record=sid)
     state: dict[str, Any] = orjson.loads(cast(bytes, redis_client.hget(call, "state")))
@@ -67,28 +95,32 @@ def test_a_reconciled_call_read_by_following_the_document(redis_client: redis.Re
 
     events = cast(dict[bytes, bytes], redis_client.hgetall(doc_key("callstate:events:", record=sid)))
     assert len(events) == len(set(history))
-    documented_width = re.search(r"(\d+) ASCII characters of preference", DOC)
+    documented_width = re.search(r"(\d+) bytes of preference, then the event packed", DOC)
     assert documented_width is not None
     width = int(documented_width.group(1))
+    assert {unpack(value[width:]) for value in events.values()} == set(history)
     for field, value in events.items():
         assert re.fullmatch(rb"[cr]:(twilio|rest):[0-9a-f]{16}", field)
-        assert re.fullmatch(rb"[0-9a-f]+", value[:width])
-        decoded = orjson.loads(value[width:])
-        assert set(decoded) == {"kind", "source", "params"}
+        assert value[width] == 1  # "the format (`1`)"
 
-    assert redis_client.zscore(doc_key("callstate:{callstate}:recent"), sid) is not None
-    status_index = doc_key("callstate:{callstate}:status:", status=state["status"] or "none")
+    assert (
+        redis_client.zscore(doc_key("callstate:{callstate:<bucket>}:recent", bucket=bucket), sid) is not None
+    )
+    status_index = doc_key(
+        "callstate:{callstate:<bucket>}:status:", bucket=bucket, status=state["status"] or "none"
+    )
     assert redis_client.zscore(status_index, sid) is not None
-    active = redis_client.zscore(doc_key("callstate:{callstate}:active"), sid)
+    active = redis_client.zscore(doc_key("callstate:{callstate:<bucket>}:active", bucket=bucket), sid)
     assert (active is None) == state["final"]
-    final = redis_client.zscore(doc_key("callstate:{callstate}:final"), sid)
+    final = redis_client.zscore(doc_key("callstate:{callstate:<bucket>}:final", bucket=bucket), sid)
     assert (final is not None) == state["final"]
-    assert redis_client.hget(doc_key("callstate:{callstate}:published"), sid) == (
+    assert redis_client.hget(doc_key("callstate:{callstate:<bucket>}:published", bucket=bucket), sid) == (
         f"{version}:{state['status'] or 'none'}".encode()
     )
 
     entries = cast(
-        list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(doc_key("callstate:{callstate}:changes"))
+        list[tuple[bytes, dict[bytes, bytes]]],
+        redis_client.xrange(doc_key("callstate:{callstate:<bucket>}:changes", bucket=bucket)),
     )
     mine = [fields for _, fields in entries if fields[b"call"] == sid.encode()]
     assert len(mine) == version

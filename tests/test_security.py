@@ -121,7 +121,7 @@ def stored(client: redis.Redis, record: str) -> dict[str, Any]:
     return {
         "call": client.hgetall(keys.call(record)),
         "events": client.hgetall(keys.events(record)),
-        "published": client.hget(keys.PUBLISHED, record),
+        "published": client.hget(keys.published(0), record),
     }
 
 

@@ -27,7 +27,7 @@ def watch(*args: str, url: str) -> subprocess.Popen[str]:
 
 
 def entries(client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    return cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.CHANGES))
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.changes(0)))
 
 
 def test_watch_prints_each_change_after_a_position_once(
@@ -41,7 +41,9 @@ def test_watch_prints_each_change_after_a_position_once(
     try:
         store.apply([parse_callback("call", call_params(call_sid(1), "ringing", 1))])
         # A repeat, as a crashed worker's retry may leave one: not printed.
-        redis_client.xadd(keys.CHANGES, {"call": call_sid(1), "version": 2, "status": "ringing", "final": 0})
+        redis_client.xadd(
+            keys.changes(0), {"call": call_sid(1), "version": 2, "status": "ringing", "final": 0}
+        )
         store.apply([parse_callback("call", call_params(call_sid(2), "busy", 0))])
         out, err = process.communicate(timeout=30)
     finally:

@@ -27,6 +27,7 @@ from rq import Queue, get_current_job
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 
+from callstate.connection import connect_store
 from callstate.event import Event
 from callstate.jobqueue import APPLY_EVENTS, OrjsonSerializer
 from callstate.logs import log_event
@@ -45,9 +46,10 @@ ABSORB_EVENTS: Final = 4096
 _stores: dict[int, Store] = {}
 
 
-def bind(store: Store) -> None:
-    """Use ``store`` for jobs run on its Redis connection (``callstate worker`` calls this)."""
-    _stores[id(store.redis.connection_pool)] = store
+def bind(store: Store, queue: Redis) -> None:
+    """Use ``store`` for jobs taken from the queue Redis ``queue`` (``callstate worker`` calls
+    this; the store may live elsewhere, STORE_REDIS_URL)."""
+    _stores[id(queue.connection_pool)] = store
 
 
 def _store() -> Store:
@@ -58,8 +60,9 @@ def _store() -> Store:
     if store is None:
         # A plain `rq worker` that did not go through `callstate worker`.
         settings = Settings.from_environ(os.environ)
-        store = Store(job.connection, settings.retention_seconds, settings.max_events_per_call)
-        bind(store)
+        client = connect_store(settings, command_timeout=None, role="worker", queue=job.connection)
+        store = Store(client, settings.retention_seconds, settings.max_events_per_call)
+        bind(store, job.connection)
     return store
 
 

@@ -79,11 +79,11 @@ _TIME: Final = 5
 _SAME: Final = 6
 _RECORDING_URL: Final = 7
 _SID: Final = 8  # + index into _SID_PREFIXES
+#: Tags whose values are never referred back to (the reference would not be shorter).
+_SHORTER_THAN_A_REFERENCE: Final = frozenset((_EMPTY, _WORD))
 _SID_PREFIXES: Final = ("CA", "AC", "RE")
 
 _SID_PATTERN: Final = re.compile(r"(CA|AC|RE)([0-9a-f]{32})")
-#: At most 18 digits, so that every such number fits a 64-bit varint.
-_DIGITS: Final = re.compile(r"0|[1-9][0-9]{0,17}")
 _E164: Final = re.compile(r"\+([1-9][0-9]{0,17})")
 _RECORDING_URL_TEMPLATE: Final = "https://api.twilio.com/2010-04-01/Accounts/{}/Recordings/{}"
 _DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -92,6 +92,12 @@ _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
 _TWILIO_TIME: Final = re.compile(
     rf"(?:{'|'.join(_DAYS)}), (\d\d) ({'|'.join(_MONTHS)}) (\d{{4}}) (\d\d):(\d\d):(\d\d) \+0000"
 )
+
+
+#: Values met lately -> their tag and payload: most values repeat (words, a call's numbers and
+#: SIDs in each of its events), so packing is mostly lookups. Emptied when full.
+_ENCODED: dict[str, bytes] = {}
+_CACHE_SIZE: Final = 50_000
 
 
 class PackingError(ValueError):
@@ -103,12 +109,11 @@ def pack(event: Event) -> bytes:
     out = bytearray([FORMAT, _header(event)])
     if event.source not in ("twilio", "rest"):
         _text(out, event.source)
-    tenant = getattr(event, "tenant", None)
-    if tenant is not None:
-        _text(out, tenant)
+    if event.tenant is not None:
+        _text(out, event.tenant)
     _varint(out, len(event.params))
     seen: dict[str, int] = {}
-    url = _recording_url(event)
+    url = _recording_url(event) if event.kind == "recording" else None
     for position, (name, value) in enumerate(event.params):
         index = _NAME_INDEX.get(name)
         if index is None:
@@ -116,7 +121,24 @@ def pack(event: Event) -> bytes:
             _text(out, name)
         else:
             out.append(index)
-        if _value(out, name, value, seen, url):
+        # A value seen earlier in the event is a back-reference; the recording URL is derived.
+        # (Neither is ever an empty value or a word, which are not registered in ``seen``.)
+        earlier = seen.get(value)
+        if earlier is not None:
+            out.append(_SAME)
+            _varint(out, earlier)
+            continue
+        if value == url and name == "RecordingUrl":
+            out.append(_RECORDING_URL)
+            continue
+        encoded = _ENCODED.get(value)
+        if encoded is None:
+            encoded = _encode_value(value)
+            if len(_ENCODED) >= _CACHE_SIZE:
+                _ENCODED.clear()
+            _ENCODED[value] = encoded
+        out += encoded
+        if encoded[0] not in _SHORTER_THAN_A_REFERENCE:  # a later equal value refers back
             seen.setdefault(value, position)
     return bytes(out)
 
@@ -124,7 +146,7 @@ def pack(event: Event) -> bytes:
 def unpack(data: bytes) -> Event:
     """The event :func:`pack` made ``data`` from; :class:`PackingError` for anything else."""
     try:
-        return _Reader(data).event()
+        return _unpack(data)
     except (IndexError, UnicodeDecodeError) as error:
         raise PackingError(f"not a packed event: {error}") from None
 
@@ -135,7 +157,7 @@ def _header(event: Event) -> int:
         header |= _REST
     elif event.source != "twilio":
         header |= _OTHER_SOURCE
-    if getattr(event, "tenant", None) is not None:
+    if event.tenant is not None:
         header |= _TENANT
     return header
 
@@ -148,35 +170,31 @@ def _recording_url(event: Event) -> str | None:
     return _RECORDING_URL_TEMPLATE.format(account, recording)
 
 
-def _value(out: bytearray, name: str, value: str, seen: dict[str, int], url: str | None) -> bool:
-    """Append ``value``'s tag and payload; whether a later equal value may refer back to it (not
-    to a recording URL: the reader knows it only once the whole event is read)."""
+def _encode_value(value: str) -> bytes:
+    """The tag and payload of a value, as far as they depend on the value alone."""
     if not value:
-        out.append(_EMPTY)
-        return False
-    earlier = seen.get(value)
-    if earlier is not None:
-        out.append(_SAME)
-        _varint(out, earlier)
-        return False
+        return bytes((_EMPTY,))
     word = _WORD_INDEX.get(value)
     if word is not None:
-        out += bytes((_WORD, word))
-        return False
-    if value == url and name == "RecordingUrl":
-        out.append(_RECORDING_URL)
-        return False
+        return bytes((_WORD, word))
+    out = bytearray()
     if not _shortcut(out, value):
         out.append(_TEXT)
         _text(out, value)
-    return True
+    return bytes(out)
 
 
 def _shortcut(out: bytearray, value: str) -> bool:
     """Append ``value`` as an integer, E.164 number, SID or Twilio time if it is one exactly."""
     # The first character and the length pick the one pattern worth trying.
     first, size = value[0], len(value)
-    if first.isdigit() and _DIGITS.fullmatch(value):
+    if (
+        "0" <= first <= "9"
+        and size <= 18
+        and value.isdigit()
+        and value.isascii()
+        and (first != "0" or size == 1)
+    ):
         out.append(_INT)
         _varint(out, int(value))
     elif first == "+" and _E164.fullmatch(value):
@@ -193,12 +211,20 @@ def _shortcut(out: bytearray, value: str) -> bool:
     return True
 
 
+def _is_decimal(value: str) -> bool:
+    """ASCII digits without a leading zero (``0`` itself allowed), at most 18 of them (a 64-bit
+    varint): what ``str(int(value))`` gives back unchanged."""
+    return len(value) <= 18 and value.isascii() and value.isdigit() and (value[0] != "0" or len(value) == 1)
+
+
 def _twilio_time(value: str) -> int | None:
     """Unix seconds of an RFC 2822 date written exactly as Twilio writes it, else None."""
     match = _TWILIO_TIME.fullmatch(value)
     if match is None:
         return None
     day, month, year, hour, minute, second = match.groups()
+    if int(year) < 1970:  # varints are unsigned (and timegm refuses year 0)
+        return None
     fields = (int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second))
     seconds = calendar.timegm(fields)
     # The round trip rejects what timegm normalises (31 Feb, 24:00, a wrong weekday) or predates 1970.
@@ -228,89 +254,111 @@ def _text(out: bytearray, text: str) -> None:
     out += raw
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def byte(self) -> int:
-        value = self.data[self.at]
-        self.at += 1
-        return value
-
-    def varint(self) -> int:
-        number, shift = 0, 0
-        while True:
-            byte = self.byte()
-            number |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return number
-            shift += 7
-
-    def text(self) -> str:
-        length = self.varint()
-        raw = self.data[self.at : self.at + length]
-        if len(raw) != length:
-            raise IndexError("text runs past the end")
-        self.at += length
-        return raw.decode("utf-8", "surrogatepass")
-
-    def event(self) -> Event:
-        if self.byte() != FORMAT:
-            raise PackingError("unknown packing format")
-        header = self.byte()
-        kind: Kind = "recording" if header & _RECORDING else "call"
-        source = "rest" if header & _REST else self.text() if header & _OTHER_SOURCE else "twilio"
-        tenant = self.text() if header & _TENANT else None
-        params: list[tuple[str, str]] = []
-        url_at: list[int] = []
-        for position in range(self.varint()):
-            index = self.byte()
-            name = self.text() if index == _NAME_TEXT else NAMES[index]
-            tag = self.byte()
-            if tag == _RECORDING_URL:
-                url_at.append(position)
-                value = ""  # filled in below, once AccountSid and RecordingSid are known
-            else:
-                value = self.value(tag, params)
-            params.append((name, value))
-        if self.at != len(self.data):
-            raise PackingError("trailing bytes")
+def _unpack(data: bytes) -> Event:
+    """:func:`unpack` without the error translation: one pass, local variables (it runs for every
+    stored event a job reads)."""
+    kind, source, tenant, at = _read_header(data)
+    count, at = _read_varint(data, at)
+    params: list[tuple[str, str]] = []
+    url_at: list[int] = []
+    names, words = NAMES, WORDS
+    for position in range(count):
+        index = data[at]
+        if index == _NAME_TEXT:
+            name, at = _read_text(data, at + 1)
+        else:
+            name, at = names[index], at + 1
+        tag = data[at]
+        at += 1
+        # The common tags inline (a function call per parameter costs a third of the time).
+        if tag == _WORD:
+            value, at = words[data[at]], at + 1
+        elif tag == _EMPTY:
+            value = ""
+        elif tag == _RECORDING_URL:
+            url_at.append(position)
+            value = ""  # filled in below, once AccountSid and RecordingSid are known
+        else:
+            value, at = _read_value(data, at, tag, params)
+        params.append((name, value))
+    if at != len(data):
+        raise PackingError("trailing bytes")
+    event = _event(kind, source, tenant, params)
+    if url_at:
+        url = _recording_url(event)
+        if url is None:
+            raise PackingError("a recording URL without its account and recording")
+        for position in url_at:
+            params[position] = (params[position][0], url)
         event = _event(kind, source, tenant, params)
-        if url_at:
-            url = _recording_url(event)
-            if url is None:
-                raise PackingError("a recording URL without its account and recording")
-            for position in url_at:
-                params[position] = (params[position][0], url)
-            event = _event(kind, source, tenant, params)
-        return event
-
-    def value(self, tag: int, params: list[tuple[str, str]]) -> str:
-        if tag == _SAME:
-            return params[self.varint()][1]
-        if _SID <= tag < _SID + len(_SID_PREFIXES):
-            raw = self.data[self.at : self.at + 16]
-            if len(raw) != 16:
-                raise IndexError("SID runs past the end")
-            self.at += 16
-            return _SID_PREFIXES[tag - _SID] + raw.hex()
-        read = _READERS.get(tag)
-        if read is None:
-            raise PackingError(f"unknown value tag {tag}")
-        return read(self)
+    return event
 
 
-_READERS: Final[dict[int, Callable[[_Reader], str]]] = {
-    _TEXT: _Reader.text,
-    _EMPTY: lambda reader: "",
-    _WORD: lambda reader: WORDS[reader.byte()],
-    _INT: lambda reader: str(reader.varint()),
-    _PHONE: lambda reader: f"+{reader.varint()}",
-    _TIME: lambda reader: _format_time(reader.varint()),
+def _read_header(data: bytes) -> tuple[Kind, str, str | None, int]:
+    """Kind, source and tenant of a packed event, and where its parameters start."""
+    if data[0] != FORMAT:
+        raise PackingError("unknown packing format")
+    header, at = data[1], 2
+    kind: Kind = "recording" if header & _RECORDING else "call"
+    source = "twilio"
+    if header & _REST:
+        source = "rest"
+    elif header & _OTHER_SOURCE:
+        source, at = _read_text(data, at)
+    tenant = None
+    if header & _TENANT:
+        tenant, at = _read_text(data, at)
+    return kind, source, tenant, at
+
+
+def _read_value(data: bytes, at: int, tag: int, params: list[tuple[str, str]]) -> tuple[str, int]:
+    """The value of ``tag`` at ``data[at:]`` (not a word, an empty value or a recording URL: the
+    caller reads those), and where the next one starts."""
+    if _SID <= tag < _SID + len(_SID_PREFIXES):
+        raw = data[at : at + 16]
+        if len(raw) != 16:
+            raise IndexError("SID runs past the end")
+        return _SID_PREFIXES[tag - _SID] + raw.hex(), at + 16
+    if tag == _TEXT:
+        return _read_text(data, at)
+    number, at = _read_varint(data, at)
+    read = _NUMBERS.get(tag)
+    if read is not None:
+        return read(number), at
+    if tag == _SAME:
+        return params[number][1], at
+    raise PackingError(f"unknown value tag {tag}")
+
+
+_NUMBERS: Final[dict[int, Callable[[int], str]]] = {
+    _INT: str,
+    _PHONE: lambda number: f"+{number}",
+    _TIME: _format_time,
 }
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    byte = data[at]
+    if byte < 0x80:
+        return byte, at + 1
+    number, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        number |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return number, at
+        shift += 7
+
+
+def _read_text(data: bytes, at: int) -> tuple[str, int]:
+    length, at = _read_varint(data, at)
+    raw = data[at : at + length]
+    if len(raw) != length:
+        raise IndexError("text runs past the end")
+    return raw.decode("utf-8", "surrogatepass"), at + length
 
 
 def _event(kind: Kind, source: str, tenant: str | None, params: list[tuple[str, str]]) -> Event:
     # pack() wrote the parameters in canonical order (sorted, without repeats): no sort needed.
-    return Event(kind, tuple(params), source)
+    return Event(kind, tuple(params), source, tenant)

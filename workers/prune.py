@@ -3,14 +3,16 @@
 Per-call keys expire by TTL (the retention); the global indexes (RECENT, ACTIVE, FINAL, the status
 zsets, PUBLISHED) cannot, so the sweep prunes them, a bounded number per run. An entry goes only when its
 call key is gone *and* its score is older than the retention, checked again atomically in a script
-over the global keys only (Cluster-safe), so a call that came back meanwhile keeps its entries.
+over one bucket's keys only (Cluster-safe), so a call that came back meanwhile keeps its entries.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Final
 
 from callstate import keys
+from callstate.buckets import merged_oldest
 from workers.store import Store, index_keys
 
 #: Index entries checked for pruning per sweep: one EXISTS each, pipelined.
@@ -53,13 +55,19 @@ def prune(store: Store, *, now: float, limit: int = PRUNE_LIMIT) -> int:
     Every index entry of a call (ACTIVE, FINAL, status zsets, PUBLISHED) has a RECENT entry with the same
     score, so RECENT is the one scanned.
     """
-    redis = store.redis
     cutoff = now - store.retention
-    old = members(redis.zrangebyscore(keys.RECENT, "-inf", cutoff, start=0, num=limit))
-    if not old:
-        return 0
+    oldest = merged_oldest(store.redis, keys.recent, store.buckets, newest=cutoff, limit=limit)
+    by_bucket: dict[int, list[str]] = defaultdict(list)
+    for record in members(member for member, _ in oldest):
+        by_bucket[store.bucket(record)].append(record)
+    # One script per bucket: it touches only that bucket's keys (one slot on a cluster).
+    return sum(_prune_bucket(store, bucket, cutoff, old) for bucket, old in by_bucket.items())
+
+
+def _prune_bucket(store: Store, bucket: int, cutoff: float, old: list[str]) -> int:
+    redis = store.redis
     pipe = redis.pipeline(transaction=False)
-    pipe.hmget(keys.PUBLISHED, old)
+    pipe.hmget(keys.published(bucket), old)
     for sid in old:
         pipe.exists(keys.call(sid))
     published, *exists = pipe.execute()
@@ -69,4 +77,4 @@ def prune(store: Store, *, now: float, limit: int = PRUNE_LIMIT) -> int:
             args += [sid, seen.decode() if seen is not None else ""]
     if len(args) == 1:
         return 0
-    return int(redis.register_script(PRUNE_SCRIPT)(keys=index_keys(), args=args))
+    return int(redis.register_script(PRUNE_SCRIPT)(keys=index_keys(bucket), args=args))

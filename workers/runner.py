@@ -44,7 +44,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.worker import WorkerStatus
 
-from callstate.connection import connect, describe_error
+from callstate.connection import connect, connect_store, describe_error
 from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.logs import log_event
 from callstate.settings import Settings
@@ -70,6 +70,8 @@ STOP_DEADLINE: Final = 8.0
 #: Reconnection backoff bounds, in seconds.
 BACKOFF_FIRST: Final = 0.5
 BACKOFF_MAX: Final = 15.0
+#: Seconds a store command may take when the store has a Redis of its own (STORE_REDIS_URL).
+STORE_TIMEOUT: Final = 10.0
 
 
 class StopRequest:
@@ -165,9 +167,12 @@ def build_worker(settings: Settings, name: str) -> EventWorker:
     Talks to Redis (schema version), so it raises ``RedisError`` when Redis is down.
     """
     redis = connect(settings, command_timeout=None, role="worker")
-    store = Store(redis, settings.retention_seconds, settings.max_events_per_call)
+    # The store's commands never block, so a store of its own gets a timeout: a master that
+    # vanished without a reset (a lost machine) fails the job, which RQ retries.
+    client = connect_store(settings, command_timeout=STORE_TIMEOUT, role="worker-store", queue=redis)
+    store = Store(client, settings.retention_seconds, settings.max_events_per_call)
     store.write_schema_version()
-    jobs.bind(store)
+    jobs.bind(store, redis)
     queue = make_queue(redis, settings.queue_name)
     # What exists now lives as long as the process: spare the collector from walking it per job.
     gc.freeze()

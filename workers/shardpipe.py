@@ -64,6 +64,10 @@ _MOVING: Final = (
 )
 
 
+#: Master name -> whether it has a replica connected (see _has_replica); forgotten on a refresh.
+_REPLICATED: dict[str, bool] = {}
+
+
 class ReplicationLagging(RedisError):
     """A master's replica did not confirm the writes in time: the job fails and is retried."""
 
@@ -125,21 +129,30 @@ def _on_cluster(client: RedisCluster, commands: Sequence[Command], scripts: Sequ
 
 def _round_trip(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
     """One pipeline per master, in parallel on the wire; replies put back in order."""
-    # Per master: the master, whether it has a replica, and the indexes of its commands.
-    groups: dict[str, tuple[ClusterNode, bool, list[int]]] = {}
+    # Per master: the master and the indexes of its commands.
+    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     for index, command in enumerate(commands):
         nodes = client.nodes_manager.slots_cache.get(key_slot(command.key.encode()))
         if not nodes:
             raise ClusterDownError(f"no node serves the slot of {command.key}")
-        # slots_cache lists the slot's master first, then its replicas.
-        groups.setdefault(nodes[0].name, (nodes[0], len(nodes) > 1, []))[2].append(index)
+        groups.setdefault(nodes[0].name, (nodes[0], []))[1].append(index)  # the slot's master first
     replies: list[Any] = [None] * len(commands)
-    for node, replicated, indexes in groups.values():
+    for node, indexes in groups.values():
         group = [commands[i] for i in indexes]
-        wait = replicated and any(command.writes for command in group)
+        wait = any(command.writes for command in group) and _has_replica(client, node)
         for index, reply in zip(indexes, _pipeline(_connection(client, node), group, wait), strict=True):
             replies[index] = reply
     return replies
+
+
+def _has_replica(client: RedisCluster, master: ClusterNode) -> bool:
+    """Whether ``master`` has a replica connected (its ``INFO replication``, asked once per master
+    and again after the slot map changed: the slot map may not list replicas)."""
+    known = _REPLICATED.get(master.name)
+    if known is None:
+        info: dict[str, Any] = _connection(client, master).info("replication")
+        known = _REPLICATED[master.name] = int(info.get("connected_slaves", 0)) > 0
+    return known
 
 
 def _connection(client: RedisCluster, node: ClusterNode) -> Redis:
@@ -148,5 +161,6 @@ def _connection(client: RedisCluster, node: ClusterNode) -> Redis:
 
 def _refresh(client: RedisCluster) -> None:
     """Ask the cluster for its slot map again (after MOVED or a dead master)."""
+    _REPLICATED.clear()
     with contextlib.suppress(RedisError):  # the next attempt tries again
         client.nodes_manager.initialize()

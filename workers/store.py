@@ -35,19 +35,19 @@ from importlib.resources import files
 from typing import Any, Final
 
 import orjson
-from redis import Redis
-from redis.client import Pipeline
-from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.cluster import RedisCluster
 
 from callstate import keys
-from callstate.counters import add_lags, event_field, hincrby_all, state_change_field
+from callstate.buckets import CLUSTER_BUCKETS, bucket_of, read_count
+from callstate.connection import StoreClient
+from callstate.counters import add_lags, event_field, state_change_field
 from callstate.errors import StoreConflict
 from callstate.event import Event
 from callstate.logs import log_event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
 from workers import codec
 from workers.reduce import reduce
+from workers.shardpipe import Command, execute
 from workers.state import CallState
 
 logger = logging.getLogger("callstate.worker")
@@ -126,7 +126,7 @@ class Store:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         retention_seconds: int,
         max_events: int = DEFAULT_MAX_EVENTS,
         clock: Callable[[], float] = time.time,
@@ -138,9 +138,30 @@ class Store:
         self._add = redis.register_script(_script("add.lua"))
         self._commit = redis.register_script(_script("commit.lua"))
         self._publish = redis.register_script(_script("publish.lua"))
+        self._buckets: int | None = None
 
     def write_schema_version(self) -> None:
+        """Write the schema version, and the bucket count if the store has none yet."""
         self.redis.set(keys.SCHEMA, keys.SCHEMA_VERSION)
+        self._buckets = self._bucket_count()
+
+    @property
+    def buckets(self) -> int:
+        """How many buckets the indexes and the change stream are split into (callstate.buckets):
+        what the store says, read once. The first worker of an empty store chooses: 1 on a plain
+        Redis, :data:`~callstate.buckets.CLUSTER_BUCKETS` on a cluster."""
+        if self._buckets is None:
+            self._buckets = self._bucket_count()
+        return self._buckets
+
+    def bucket(self, record: str) -> int:
+        """The bucket of a call record's index entries and stream entries."""
+        return bucket_of(record, self.buckets)
+
+    def _bucket_count(self) -> int:
+        chosen = CLUSTER_BUCKETS if isinstance(self.redis, RedisCluster) else 1
+        self.redis.set(keys.BUCKETS, chosen, nx=True)
+        return read_count(self.redis, keys.BUCKETS)
 
     def apply(self, events: Iterable[Event]) -> ApplyResult:
         """Add ``events`` to the store and bring every touched call record up to date. Idempotent."""
@@ -216,36 +237,34 @@ class Store:
         self, by_call: dict[str, list[Event]], result: ApplyResult
     ) -> tuple[dict[str, _Read], dict[str, int]]:
         sids = list(by_call)
-
-        def pipeline() -> Pipeline:
-            pipe = self.redis.pipeline(transaction=False)
-            for sid in sids:
-                if by_call[sid]:
-                    self._queue_add(pipe, keys.events(sid), by_call[sid], keys.deliveries(sid))
-                pipe.hgetall(keys.events(sid))
-                pipe.hmget(keys.call(sid), "state", "version")
-            pipe.hmget(keys.PUBLISHED, sids)
-            return pipe
-
-        replies = iter(self._execute(pipeline))
+        commands: list[Command] = []
+        for sid in sids:
+            if by_call[sid]:
+                commands.append(self._add_command(keys.events(sid), by_call[sid], keys.deliveries(sid)))
+            commands.append(Command(keys.events(sid), ("HGETALL", keys.events(sid))))
+            commands.append(Command(keys.call(sid), ("HMGET", keys.call(sid), "state", "version")))
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for sid in sids:
+            by_bucket[self.bucket(sid)].append(sid)
+        for bucket, members in by_bucket.items():
+            commands.append(Command(keys.published(bucket), ("HMGET", keys.published(bucket), *members)))
+        replies = iter(self._execute(commands))
         reads: dict[str, _Read] = {}
         for sid in sids:
             if by_call[sid]:
                 self._count_added(next(replies), result, call_sid=call_sid_of(sid), tenant=tenant_of(sid))
             reads[sid] = self._parse_read(next(replies), next(replies))
-        published = {
-            sid: int(raw.split(b":", 1)[0])
-            for sid, raw in zip(sids, next(replies), strict=True)
-            if raw is not None
-        }
+        published: dict[str, int] = {}
+        for members in by_bucket.values():
+            for sid, raw in zip(members, next(replies), strict=True):
+                if raw is not None:
+                    published[sid] = int(raw.split(b":", 1)[0])
         return reads, published
 
-    def _queue_add(
-        self, pipe: Pipeline, key: str, events: Sequence[Event], deliveries_key: str | None = None
-    ) -> None:
-        """Queue ``add.lua`` for ``events`` into the event set ``key`` (see :meth:`_execute` for a
-        lost script), counting their deliveries in ``deliveries_key`` (workers.deliveries) if given.
-        The script counts only events it kept, so the deliveries hash has the event set's cap."""
+    def _add_command(self, key: str, events: Sequence[Event], deliveries_key: str | None = None) -> Command:
+        """``add.lua`` for ``events`` into the event set ``key``, counting their deliveries in
+        ``deliveries_key`` (workers.deliveries) if given. The script counts only events it kept, so
+        the deliveries hash has the event set's cap."""
         counted = deliveries_key is not None
         args: list[str | bytes | int | float] = [
             self.max_events,
@@ -255,7 +274,7 @@ class Store:
         for event in events:
             received = repr(event.received_at) if counted and event.received_at is not None else ""
             args += [codec.field(event), codec.encode(event), received]
-        pipe.evalsha(self._add.sha, 2, key, deliveries_key or key, *args)
+        return Command(key, ("EVALSHA", self._add.sha, 2, key, deliveries_key or key, *args), writes=True)
 
     def _count_added(self, reply: list[int], result: ApplyResult, **names: str | None) -> None:
         """Count what ``add.lua`` answered for one event set (``names`` say whose, for the log)."""
@@ -274,16 +293,11 @@ class Store:
                 cap=self.max_events,
             )
 
-    def _execute(self, pipeline: Callable[[], Pipeline]) -> list[Any]:
-        """Run the pipeline ``pipeline()`` builds; if Redis lost its script cache (a restart), load
-        the scripts and run it again. Every command queued here is idempotent, and a lost script
-        means its EVALSHA did nothing."""
-        try:
-            return pipeline().execute()
-        except NoScriptError:
-            for script in (self._add, self._commit, self._publish):
-                self.redis.script_load(script.script)
-            return pipeline().execute()
+    def _execute(self, commands: list[Command]) -> list[Any]:
+        """One round trip (one per master on a cluster: workers.shardpipe). A script Redis lost
+        (a restart, a new master) is loaded and the round trip repeated: every command the store
+        sends is idempotent."""
+        return execute(self.redis, commands, (self._add, self._commit, self._publish))
 
     @staticmethod
     def _parse_read(raw_events: dict[bytes, bytes], call: list[bytes | None]) -> _Read:
@@ -301,64 +315,46 @@ class Store:
         if not writes:
             return {}
         order = list(writes)
-        commands = []
+        commands: list[Command] = []
         for sid in order:
             read = reads[sid]
             # TTLs are set when a call appears and again when it becomes final: enough to expire
             # every call `retention` after its last meaningful change, at no cost per event.
             was_final = read.state is not None and orjson.loads(read.state)["final"]
             ttl = self.retention if read.state is None or states[sid].final != was_final else 0
-            commands.append((keys.call(sid), keys.events(sid), read.version, writes[sid], ttl))
+            call, events = keys.call(sid), keys.events(sid)
+            args = ("EVALSHA", self._commit.sha, 2, call, events, read.version, writes[sid], ttl)
+            commands.append(Command(call, args, writes=True))
         won: dict[str, int] = {}
-        for sid, version in zip(order, self._evalsha_all(self._commit, commands), strict=True):
+        for sid, version in zip(order, self._execute(commands), strict=True):
             if version >= 0:
                 won[sid] = int(version)
         return won
 
-    def _evalsha_all(self, script: Script, commands: list[tuple[str, str, int, bytes, int]]) -> list[Any]:
-        """Run ``script`` once per command (two keys, three arguments) in one round trip.
-
-        EVALSHA directly: redis-py's pipelined scripts ask SCRIPT EXISTS first, a round trip per
-        batch. If Redis lost its script cache (a restart), load the script and run them again:
-        nothing ran, since every EVALSHA of the batch failed the same way.
-        """
-
-        def pipeline() -> Pipeline:
-            pipe = self.redis.pipeline(transaction=False)
-            for call_key, events_key, version, state, ttl in commands:
-                pipe.evalsha(script.sha, 2, call_key, events_key, version, state, ttl)
-            return pipe
-
-        return self._execute(pipeline)
-
     def _publish_versions(self, entries: dict[str, tuple[int, CallState]], counts: dict[str, int]) -> int:
-        """Step 4, with ``counts`` added to the counters in the same round trip; the number of
-        stream entries added."""
-        if not entries:
-            if counts:
-                with self.redis.pipeline(transaction=False) as pipe:
-                    hincrby_all(pipe, counts)
-                    pipe.execute()
-            return 0
+        """Step 4: one publish script per bucket touched, in one round trip (one per master on a
+        cluster); then ``counts`` added to the counters. The number of stream entries added."""
         now = self.clock()
-        args: list[str | int | float] = [max(0, int((now - self.retention) * 1000))]
+        minid = max(0, int((now - self.retention) * 1000))
+        groups: dict[int, list[str | int | float]] = defaultdict(list)
         for sid, (version, state) in entries.items():
             updated = state.updated_at.timestamp() if state.updated_at is not None else None
-            args += [sid, version, state.status or NO_STATUS, int(state.final), index_score(updated, now)]
-        script_keys = index_keys(with_stream=True)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._publish.sha, len(script_keys), *script_keys, *args)
-            hincrby_all(pipe, counts)
-            added, *rest = pipe.execute(raise_on_error=False)
-        for reply in rest:
-            if isinstance(reply, Exception):
-                raise reply
-        if isinstance(added, NoScriptError):
-            # Redis lost its script cache (a restart): the counts went in, the script did not run.
-            added = self._publish(keys=script_keys, args=args)
-        elif isinstance(added, Exception):
-            raise added
-        return int(added)
+            status = state.status or NO_STATUS
+            groups[self.bucket(sid)] += [sid, version, status, int(state.final), index_score(updated, now)]
+        commands: list[Command] = []
+        for bucket, args in groups.items():
+            script_keys = index_keys(bucket, with_stream=True)
+            command = ("EVALSHA", self._publish.sha, len(script_keys), *script_keys, minid, *args)
+            commands.append(Command(script_keys[0], command, writes=True))
+        added = sum(int(reply) for reply in self._execute(commands))
+        # Counters apart: a round trip repeated after a lost script must not count twice.
+        increments = [
+            Command(keys.METRICS, ("HINCRBY", keys.METRICS, field, amount), writes=True)
+            for field, amount in counts.items()
+            if amount
+        ]
+        self._execute(increments)
+        return added
 
     def _store_orphans(self, events: Sequence[Event], result: ApplyResult) -> None:
         """Recording callbacks naming no call (conference recordings) are kept, per recording,
@@ -368,25 +364,22 @@ class Store:
             record = keys.record(event.recording_sid or "unknown", event.tenant)
             by_key[keys.orphan_recording(record)].append(event)
 
-        def pipeline() -> Pipeline:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, group in by_key.items():
-                self._queue_add(pipe, key, group)
-                pipe.expire(key, self.retention)
-            return pipe
-
-        replies = self._execute(pipeline)
+        commands: list[Command] = []
+        for key, group in by_key.items():
+            commands.append(self._add_command(key, group))
+            commands.append(Command(key, ("EXPIRE", key, self.retention), writes=True))
+        replies = self._execute(commands)
         for group, reply in zip(by_key.values(), replies[0::2], strict=True):
             self._count_added(reply, result, recording_sid=group[0].recording_sid, tenant=group[0].tenant)
 
 
-def index_keys(*, with_stream: bool = False) -> list[str]:
-    """The global index keys in the order ``publish.lua`` (with the stream) and the pruning script
-    (without) take them: published, recent, active, final, [changes,] then one per status."""
-    head = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.FINAL]
+def index_keys(bucket: int, *, with_stream: bool = False) -> list[str]:
+    """The index keys of ``bucket`` in the order ``publish.lua`` (with the stream) and the pruning
+    script (without) take them: published, recent, active, final, [changes,] then one per status."""
+    head = [keys.published(bucket), keys.recent(bucket), keys.active(bucket), keys.final(bucket)]
     if with_stream:
-        head.append(keys.CHANGES)
-    return head + [keys.by_status(status) for status in PUBLISHED_STATUSES]
+        head.append(keys.changes(bucket))
+    return head + [keys.by_status(status, bucket) for status in PUBLISHED_STATUSES]
 
 
 def _count_stored(counts: dict[str, int], events: Sequence[Event], result: ApplyResult) -> None:

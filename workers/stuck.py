@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-from redis import Redis
 
 from callstate import keys
+from callstate.buckets import merged_oldest
 from callstate.errors import InvalidCallback, UnusableAnswer
 from callstate.event import Event, parse_callback
 from callstate.logs import log_event
@@ -150,7 +150,7 @@ def ask_stuck(
     ``now`` gives Unix seconds; ``budget`` (seconds) ends the asking early once spent.
     """
     started = now()
-    for sid, raw_state in _stuck_calls(store.redis, cutoff=started - stuck_after, limit=limit):
+    for sid, raw_state in _stuck_calls(store, cutoff=started - stuck_after, limit=limit):
         if result.asked >= limit:
             return
         result.scanned += 1
@@ -202,14 +202,16 @@ def ask_stuck(
         log_event(logger, "sweep_call_final", call_sid=sid, status=event.status)
 
 
-def _stuck_calls(redis: Redis, *, cutoff: float, limit: int) -> Iterator[tuple[str, bytes | None]]:
+def _stuck_calls(store: Store, *, cutoff: float, limit: int) -> Iterator[tuple[str, bytes | None]]:
     """(CallSid, stored state or None) of ACTIVE calls scored at or before ``cutoff`` and absent from
     SWEPT, oldest first, among the first ``_SCAN_FACTOR * limit`` such ACTIVE entries.
 
     The entries are read at once: paging by offset would skip some as the sweep removes the calls
     it finalizes from ACTIVE. States are read a page at a time, as the caller needs them.
     """
-    stuck = members(redis.zrangebyscore(keys.ACTIVE, "-inf", cutoff, start=0, num=_SCAN_FACTOR * limit))
+    redis = store.redis
+    oldest = merged_oldest(redis, keys.active, store.buckets, newest=cutoff, limit=_SCAN_FACTOR * limit)
+    stuck = members(member for member, _ in oldest)
     for offset in range(0, len(stuck), _SCAN_PAGE):
         page = stuck[offset : offset + _SCAN_PAGE]
         asked = redis.zmscore(SWEPT, page)

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from redis import Redis
+from redis.exceptions import RedisError
 
 from callstate import keys
-from callstate.connection import connect
+from callstate.connection import StoreClient, StoreHandle, connect, connect_store
 from callstate.counters import hincrby_all, sweep_field
 from callstate.logs import log_event
 from callstate.settings import Settings
@@ -117,7 +117,7 @@ def sweep_once(
     settings: Settings,
     *,
     api: TwilioAPI | None,
-    redis: Redis | None = None,
+    redis: StoreClient | None = None,
     now: Callable[[], float] = time.time,
     interval: float = SWEEP_INTERVAL,
     periodic: bool = False,
@@ -130,7 +130,7 @@ def sweep_once(
     a one-shot caller (``callstate sweep``) does not. Without ``api`` (no credentials configured)
     the sweep only prunes.
     """
-    client = redis or connect(settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
+    client = redis or connect_store(settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
     try:
         store = Store(client, settings.retention_seconds, settings.max_events_per_call)
         token = uuid.uuid4().hex
@@ -188,15 +188,22 @@ class Sweeper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        redis = connect(self.settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
+        queue = connect(self.settings, command_timeout=COMMAND_TIMEOUT, role="sweep")
+        store = StoreHandle(self.settings, command_timeout=COMMAND_TIMEOUT, role="sweep", queue=queue)
         try:
             while not self._stop.is_set():
-                self.tick(redis)
+                try:
+                    client = store.client()
+                except RedisError as exc:  # the store is down: the next tick tries again
+                    log_event(logger, "sweep_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+                else:
+                    self.tick(client)
                 self._stop.wait(self.interval)
         finally:
-            redis.close()
+            store.close()
+            queue.close()
 
-    def tick(self, redis: Redis) -> SweepResult | None:
+    def tick(self, redis: StoreClient) -> SweepResult | None:
         """One attempt to sweep; never raises."""
         try:
             return sweep_once(self.settings, api=self.api, redis=redis, interval=self.interval, periodic=True)

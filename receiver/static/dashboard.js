@@ -5,7 +5,7 @@
 // change after that position). A change updates its row at once; counts and rows are then read
 // again, at most once a second, so a busy stream costs the server one small read per second per
 // open page. Changes of one call are applied by version: an older or repeated one is ignored
-// (docs/redis-schema.md, "The change stream `callstate:{callstate}:changes`").
+// (docs/redis-schema.md, "The change stream").
 //
 // Contract for scripts and tests (keep it): #calls holds one element per call shown, with
 // data-call-sid and data-status (its status, "none" for null); each count by status is an

@@ -131,7 +131,8 @@ class TestLiveFeed:
                     pipe = redis_client.pipeline(transaction=True)
                     for n in range(5):
                         pipe.xadd(
-                            keys.CHANGES, {"call": call_sid(n), "version": 1, "status": "queued", "final": 0}
+                            keys.changes(0),
+                            {"call": call_sid(n), "version": 1, "status": "queued", "final": 0},
                         )
                     await asyncio.to_thread(pipe.execute)
                     assert isinstance(await next_batch(page), Reset)
@@ -207,7 +208,7 @@ class TestEventStream:
                     live = await collect(stream, 1)
                     entries = [
                         e.decode()
-                        for e, _ in cast(list[tuple[bytes, object]], redis_client.xrange(keys.CHANGES))
+                        for e, _ in cast(list[tuple[bytes, object]], redis_client.xrange(keys.changes(0)))
                     ]
                     assert ids_in(first + live) == entries[1:]
             finally:

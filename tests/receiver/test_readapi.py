@@ -13,6 +13,7 @@ import redis
 from starlette.testclient import TestClient
 
 from callstate import tokens
+from callstate.connection import StoreClient
 from callstate.settings import Settings
 from callstate.traffic import make_history
 from receiver.app import create_app
@@ -24,14 +25,23 @@ from workers.store import Store
 KEY = "read-api-secret-0123456789abcdefghijklmnop"
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def store_client(request: pytest.FixtureRequest, redis_client: redis.Redis) -> StoreClient:
+    """The read API over a store on the queue's Redis, and on a 3-master cluster (STORE_REDIS_URL)."""
+    if request.param == "redis":
+        return redis_client
+    client: StoreClient = request.getfixturevalue("cluster_client")
+    return client
+
+
 @pytest.fixture
-def stored(redis_client: redis.Redis) -> dict[str, Any]:
+def stored(store_client: StoreClient) -> dict[str, Any]:
     """Twenty reconciled calls; their expected states by CallSid."""
     rng = random.Random(11)
     calls = {f"CA{n:032x}": make_history(rng, f"CA{n:032x}") for n in range(1, 21)}
     # The histories spread over 2026; index scores are bounded to a day around processing time,
     # so each call is processed at its own last event, as it would have been.
-    store = Store(redis_client, 86_400)
+    store = Store(store_client, 86_400)
     for history in calls.values():
         times = [e.timestamp.timestamp() for e in history if e.kind == "call" and e.timestamp]
         store.clock = functools.partial(float, max(times, default=time.time()))
@@ -40,8 +50,14 @@ def stored(redis_client: redis.Redis) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[TestClient]:
-    settings = Settings(redis_url=redis_server.url, auth_token=TOKEN, secret_key=KEY)
+def client(
+    redis_server: RedisServer, store_client: StoreClient, request: pytest.FixtureRequest
+) -> Iterator[TestClient]:
+    on_cluster = not isinstance(store_client, redis.Redis)
+    store_url = request.getfixturevalue("redis_cluster").url if on_cluster else None
+    settings = Settings(
+        redis_url=redis_server.url, store_redis_url=store_url, auth_token=TOKEN, secret_key=KEY
+    )
     with TestClient(create_app(settings)) as test_client:
         test_client.headers["authorization"] = f"Bearer {tokens.issue(KEY, ttl=60)}"
         yield test_client
@@ -104,8 +120,9 @@ class TestListCalls:
         assert by_status == {sid for sid, state in stored.items() if state["status"] == status}
 
     def test_limit(self, client: TestClient, stored: dict[str, Any]) -> None:
-        """limit= caps the answer."""
-        assert len(client.get("/calls?limit=3").json()["calls"]) == 3
+        """limit= caps the answer, and keeps the newest: a page of the merged index buckets."""
+        everything = client.get("/calls?limit=1000").json()["calls"]
+        assert client.get("/calls?limit=3").json()["calls"] == everything[:3]
 
     @pytest.mark.parametrize(
         "query", ["limit=0", "limit=1001", "limit=x", "final=maybe", "status=%3Cscript%3E"]

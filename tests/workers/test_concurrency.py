@@ -67,7 +67,7 @@ def test_concurrent_workers_reach_exactly_the_expected_states(
     ]
     assert sum(line["jobs"] for line in job_lines) >= len(deliveries) // 5
 
-    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(keys.CHANGES))
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(keys.changes(0)))
     per_call = Counter(fields[b"call"].decode() for _, fields in entries)
     for sid, history in calls.items():
         version = int(cast(bytes, redis_client.hget(keys.call(sid), "version")))

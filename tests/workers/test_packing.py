@@ -24,7 +24,8 @@ _VALUES = st.one_of(
     st.integers(0, 253_402_300_799).map(lambda s: format_datetime(datetime.fromtimestamp(s, UTC))),
     st.sampled_from(["Tue, 01 Sep 2026 12:00:00 +0000", "Wed, 01 Sep 2026 12:00:00 +0000",
                      "Tue, 31 Feb 2026 12:00:00 +0000", "Tue, 01 Sep 2026 24:00:00 +0000",
-                     "Tue, 01 Sep 2026 12:00:00 -0000", "Thu, 01 Jan 1970 00:00:00 +0000"]),
+                     "Tue, 01 Sep 2026 12:00:00 -0000", "Thu, 01 Jan 1970 00:00:00 +0000",
+                     "Tue, 01 Sep 0000 12:00:00 +0000", "Wed, 31 Dec 1969 23:59:59 +0000"]),
     st.text(alphabet="\ud800\udfff\x00é", max_size=3),
 )  # fmt: skip
 _NAMES = st.one_of(st.sampled_from(NAMES), st.text())
@@ -42,13 +43,14 @@ def any_events(draw: st.DrawFn) -> Event:
         params.append((draw(st.sampled_from(["RecordingUrl", "Zzz", "Another"])), url))
     kind: Kind = draw(st.sampled_from(KINDS))
     source = draw(st.sampled_from(["twilio", "rest", "", "simulated"]))
-    return Event.create(kind, params, source=source)
+    tenant = draw(st.one_of(st.none(), st.from_regex(r"AC[0-9a-f]{32}", fullmatch=True)))
+    return Event.create(kind, params, source=source, tenant=tenant)
 
 
 class TestRoundTrip:
     @given(any_events())
     def test_any_event_comes_back_equal(self, event: Event) -> None:
-        """unpack(pack(e)) == e for any kind, source, names and values, including lone surrogates."""
+        """unpack(pack(e)) == e for any kind, source, tenant, names and values, lone surrogates too."""
         assert unpack(pack(event)) == event
 
     @given(call_histories())

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from callstate import keys
+from callstate.connection import StoreClient
 from callstate.counters import LAG_FIELDS, LAG_SUM, event_field
 from callstate.event import Event
 from callstate.paramnames import KNOWN
@@ -29,14 +30,28 @@ NOW = 1_800_000_000.0
 RETENTION = 30 * 86_400
 
 
-def snapshot(client: redis.Redis, sid: str) -> dict[str, Any]:
+@pytest.fixture(params=["redis", "cluster"])
+def redis_client(request: pytest.FixtureRequest, redis_client: redis.Redis) -> StoreClient:
+    """Every test of this module on one redis-server and on a 3-master Redis Cluster."""
+    if request.param == "redis":
+        return redis_client
+    client: StoreClient = request.getfixturevalue("cluster_client")
+    return client
+
+
+def bucket(client: StoreClient, sid: str) -> int:
+    """The index bucket of ``sid`` (always 0 on one Redis; one of 16 on a cluster)."""
+    return Store(client, RETENTION).bucket(sid)
+
+
+def snapshot(client: StoreClient, sid: str) -> dict[str, Any]:
     """Everything stored about one call, in a comparable form."""
-    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.CHANGES))
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.changes(bucket(client, sid))))
     changes = [fields for _, fields in entries if fields[b"call"] == sid.encode()]
     return {
         "call": client.hgetall(keys.call(sid)),
         "events": client.hgetall(keys.events(sid)),
-        "published": client.hget(keys.PUBLISHED, sid),
+        "published": client.hget(keys.published(bucket(client, sid)), sid),
         "last_change": changes[-1] if changes else None,
         "changes": len(changes),
     }
@@ -55,7 +70,7 @@ def in_batches(events: list[Event], sizes: list[int]) -> list[list[Event]]:
 
 
 class TestApply:
-    def test_state_is_the_reduction_of_the_stored_events(self, redis_client: redis.Redis) -> None:
+    def test_state_is_the_reduction_of_the_stored_events(self, redis_client: StoreClient) -> None:
         """After apply, the stored state is reduce() of the call's distinct events."""
         sid = "CA" + "1" * 32
         events = make_history(random.Random(1), sid)
@@ -63,7 +78,7 @@ class TestApply:
         stored = redis_client.hget(keys.call(sid), "state")
         assert stored == reduce(sid, events).to_json()
 
-    def test_applying_the_same_batch_twice_changes_nothing(self, redis_client: redis.Redis) -> None:
+    def test_applying_the_same_batch_twice_changes_nothing(self, redis_client: StoreClient) -> None:
         """A job that runs twice leaves the store as one run did: no new version, no stream entry."""
         sid = "CA" + "2" * 32
         events = make_history(random.Random(2), sid)
@@ -76,7 +91,7 @@ class TestApply:
         assert second.new_events == 0
         assert snapshot(redis_client, sid) == before
 
-    def test_one_stream_entry_per_change_and_none_for_a_duplicate(self, redis_client: redis.Redis) -> None:
+    def test_one_stream_entry_per_change_and_none_for_a_duplicate(self, redis_client: StoreClient) -> None:
         """Each event applied alone that changes the state adds exactly one stream entry."""
         sid = "CA" + "3" * 32
         events = make_history(random.Random(3), sid)
@@ -88,20 +103,22 @@ class TestApply:
         assert snapshot(redis_client, sid)["changes"] == version
         assert version <= len(events)
 
-    def test_indexes_follow_the_state(self, redis_client: redis.Redis) -> None:
+    def test_indexes_follow_the_state(self, redis_client: StoreClient) -> None:
         """A final call leaves the active index and is counted under its status."""
         sid = "CA" + "4" * 32
         events = make_history(random.Random(4), sid)
         Store(redis_client, RETENTION).apply(events)
         state = reduce(sid, events)
         status = state.status or "none"
-        assert redis_client.zscore(keys.RECENT, sid) is not None
-        assert (redis_client.zscore(keys.ACTIVE, sid) is None) == state.final
-        assert redis_client.zscore(keys.by_status(status), sid) is not None
+        assert redis_client.zscore(keys.recent(bucket(redis_client, sid)), sid) is not None
+        assert (redis_client.zscore(keys.active(bucket(redis_client, sid)), sid) is None) == state.final
+        assert redis_client.zscore(keys.by_status(status, bucket(redis_client, sid)), sid) is not None
         others = [s for s in ("ringing", "in-progress", "completed") if s != status]
-        assert all(redis_client.zscore(keys.by_status(s), sid) is None for s in others)
+        assert all(
+            redis_client.zscore(keys.by_status(s, bucket(redis_client, sid)), sid) is None for s in others
+        )
 
-    def test_keys_expire_after_the_retention(self, redis_client: redis.Redis) -> None:
+    def test_keys_expire_after_the_retention(self, redis_client: StoreClient) -> None:
         """Every key of a call carries a TTL no longer than the retention."""
         sid = "CA" + "5" * 32
         Store(redis_client, RETENTION).apply(make_history(random.Random(5), sid))
@@ -109,7 +126,7 @@ class TestApply:
             assert 0 < redis_client.ttl(key) <= RETENTION
 
     def test_a_missed_publish_is_done_by_the_next_job(
-        self, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+        self, redis_client: StoreClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Outbox: a worker that died after the write and before publishing is caught up later."""
         sid = "CA" + "6" * 32
@@ -122,15 +139,15 @@ class TestApply:
         monkeypatch.setattr(store, "_publish_versions", die)
         with pytest.raises(ConnectionError):
             store.apply(events)
-        assert redis_client.hget(keys.PUBLISHED, sid) is None
+        assert redis_client.hget(keys.published(bucket(redis_client, sid)), sid) is None
         monkeypatch.undo()
         result = store.apply(events[:1])
         assert result.published == 1
         version = cast(bytes, redis_client.hget(keys.call(sid), "version"))
-        published = cast(bytes, redis_client.hget(keys.PUBLISHED, sid))
+        published = cast(bytes, redis_client.hget(keys.published(bucket(redis_client, sid)), sid))
         assert published.split(b":")[0] == version
 
-    def test_recording_without_call_is_kept_by_recording(self, redis_client: redis.Redis) -> None:
+    def test_recording_without_call_is_kept_by_recording(self, redis_client: StoreClient) -> None:
         """A recording callback naming no call is stored under its RecordingSid."""
         sid = "RE" + "7" * 32
         event = Event.create("recording", [("RecordingSid", sid), ("RecordingStatus", "completed")])
@@ -146,7 +163,7 @@ class TestApply:
 )
 @given(data=st.data(), history=call_histories())
 def test_any_order_any_duplicates_any_batching_same_store(
-    redis_client: redis.Redis, data: st.DataObject, history: tuple[str, list[Event]]
+    redis_client: StoreClient, data: st.DataObject, history: tuple[str, list[Event]]
 ) -> None:
     """The stored call, its events and its last change-stream entry are byte-identical whatever
     the order, the duplicates and the batching of the same events."""
@@ -174,7 +191,7 @@ def test_any_order_any_duplicates_any_batching_same_store(
     assert got["changes"] == int(got["call"].get(b"version", 0))
 
 
-def test_scripts_are_reloaded_after_redis_lost_them(redis_client: redis.Redis) -> None:
+def test_scripts_are_reloaded_after_redis_lost_them(redis_client: StoreClient) -> None:
     """After SCRIPT FLUSH (what a Redis restart does to the cache) the store loads its scripts
     again instead of failing the job."""
     store = Store(redis_client, RETENTION)
@@ -185,10 +202,10 @@ def test_scripts_are_reloaded_after_redis_lost_them(redis_client: redis.Redis) -
     store.apply(events)
     assert redis_client.hget(keys.call(sid), "state") == reduce(sid, events).to_json()
     version = int(cast(bytes, redis_client.hget(keys.call(sid), "version")))
-    assert redis_client.xlen(keys.CHANGES) == version
+    assert redis_client.xlen(keys.changes(bucket(redis_client, sid))) == version
 
 
-def counters(client: redis.Redis) -> dict[str, int]:
+def counters(client: StoreClient) -> dict[str, int]:
     """The deployment's counters hash, decoded."""
     raw = cast(dict[bytes, bytes], client.hgetall(keys.METRICS))
     return {field.decode(): int(value) for field, value in raw.items()}
@@ -206,7 +223,7 @@ class TestCounters:
     bucket, a time in the future (a web clock ahead of the worker's) counts as zero.
     """
 
-    def test_new_events_state_changes_and_lags_are_counted(self, redis_client: redis.Redis) -> None:
+    def test_new_events_state_changes_and_lags_are_counted(self, redis_client: StoreClient) -> None:
         """Two new events of one call: two new, one state change (to completed), two lags."""
         sid = "CA" + "a" * 32
         now = time.time()
@@ -224,7 +241,7 @@ class TestCounters:
         assert {k: v for k, v in result.counts.items() if k != LAG_SUM} == expected
 
     def test_a_batch_of_duplicates_is_counted_without_anything_to_publish(
-        self, redis_client: redis.Redis
+        self, redis_client: StoreClient
     ) -> None:
         """A job that changes no state still counts its events (duplicates) and their lags."""
         sid = "CA" + "b" * 32
@@ -236,7 +253,7 @@ class TestCounters:
         assert counters(redis_client)["events:duplicate"] == 2
         assert counters(redis_client)[LAG_FIELDS[0]] == 3
 
-    def test_recordings_without_a_call_are_counted_as_events(self, redis_client: redis.Redis) -> None:
+    def test_recordings_without_a_call_are_counted_as_events(self, redis_client: StoreClient) -> None:
         """Conference recordings are events too: new the first time, duplicate after."""
         event = Event.create(
             "recording",
@@ -250,7 +267,7 @@ class TestCounters:
         assert (got["events:new"], got["events:duplicate"], got[LAG_FIELDS[0]]) == (1, 1, 2)
 
     def test_counts_are_written_once_when_the_publish_script_was_lost(
-        self, redis_client: redis.Redis
+        self, redis_client: StoreClient
     ) -> None:
         """After SCRIPT FLUSH the publish runs again, but the counts that went with it are not
         added a second time."""
@@ -260,9 +277,9 @@ class TestCounters:
         store.apply([delivered(sid, "ringing", 1, time.time() + 3600)])
         assert counters(redis_client)["events:new"] == 1
         assert counters(redis_client)["state_changes:ringing"] == 1
-        assert redis_client.zcard(keys.by_status("ringing")) == 1
+        assert redis_client.zcard(keys.by_status("ringing", bucket(redis_client, sid))) == 1
 
-    def test_a_replay_that_changes_nothing_counts_nothing(self, redis_client: redis.Redis) -> None:
+    def test_a_replay_that_changes_nothing_counts_nothing(self, redis_client: StoreClient) -> None:
         """`callstate replay` adds no events; with nothing to change it writes no counter."""
         sid = "CA" + "e" * 32
         store = Store(redis_client, RETENTION)
@@ -340,7 +357,7 @@ class TestResplitsInTheStore:
 
 class TestCap:
     def test_new_events_over_the_cap_are_refused_logged_and_counted(
-        self, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+        self, redis_client: StoreClient, caplog: pytest.LogCaptureFixture
     ) -> None:
         """With a cap of 20, the 21st distinct event of a call is not stored; the job's result,
         a warning naming the call, and the stats counter say so. Redeliveries of stored events and
@@ -371,7 +388,7 @@ class TestIndexes:
         ],
     )
     def test_index_scores_stay_near_processing_time_and_the_state_keeps_twilios_time(
-        self, redis_client: redis.Redis, timestamp: str, score: float
+        self, redis_client: StoreClient, timestamp: str, score: float
     ) -> None:
         """A signed Timestamp in year 9999 or 1970 is kept in the state, but every index scores the
         call within INDEX_WINDOW of processing time: it is pruned in time and does not jump the
@@ -381,25 +398,30 @@ class TestIndexes:
         Store(redis_client, RETENTION, clock=lambda: NOW).apply([Event.create("call", params)])
         state = orjson.loads(cast(bytes, redis_client.hget(keys.call(sid), "state")))
         assert state["updated_at"][:4] in ("9999", "1970")
-        for index in (keys.RECENT, keys.ACTIVE, keys.by_status("ringing")):
+        b = bucket(redis_client, sid)
+        for index in (keys.recent(b), keys.active(b), keys.by_status("ringing", b)):
             assert redis_client.zscore(index, sid) == score
 
-    def test_final_calls_are_in_the_final_index_only(self, redis_client: redis.Redis) -> None:
+    def test_final_calls_are_in_the_final_index_only(self, redis_client: StoreClient) -> None:
         """A call enters FINAL when it becomes final and leaves ACTIVE."""
         sid = call_sid(0xF1A)
         store = Store(redis_client, RETENTION)
         store.apply([Event.create("call", call_params(sid, "ringing", 1))])
-        assert (redis_client.zscore(keys.ACTIVE, sid) is None, redis_client.zscore(keys.FINAL, sid)) == (
+        b = bucket(redis_client, sid)
+        assert (
+            redis_client.zscore(keys.active(b), sid) is None,
+            redis_client.zscore(keys.final(b), sid),
+        ) == (
             False,
             None,
         )
         store.apply([Event.create("call", call_params(sid, "completed", 2))])
-        assert redis_client.zscore(keys.ACTIVE, sid) is None
-        assert redis_client.zscore(keys.FINAL, sid) is not None
+        assert redis_client.zscore(keys.active(b), sid) is None
+        assert redis_client.zscore(keys.final(b), sid) is not None
 
 
 class TestTenants:
-    def test_a_tenants_events_go_to_its_own_record(self, redis_client: redis.Redis) -> None:
+    def test_a_tenants_events_go_to_its_own_record(self, redis_client: StoreClient) -> None:
         """An event verified by a tenant's token never changes the main record of its CallSid; it
         builds the record <CallSid>:<tenant>, indexed under that name."""
         sid = call_sid(0x7E4)
@@ -413,4 +435,4 @@ class TestTenants:
         record = keys.record(sid, tenant)
         state = orjson.loads(cast(bytes, redis_client.hget(keys.call(record), "state")))
         assert (state["sid"], state["status"], state["account_sid"]) == (sid, "completed", tenant)
-        assert redis_client.zscore(keys.FINAL, record) is not None
+        assert redis_client.zscore(keys.final(bucket(redis_client, record)), record) is not None

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from callstate import keys
+from callstate.connection import StoreClient
 from callstate.errors import UnusableAnswer
 from callstate.event import Event
 from callstate.logs import JSONFormatter
@@ -76,16 +77,33 @@ def state(client: redis.Redis, call_sid: str) -> CallState:
     return CallState.from_json(raw)
 
 
-def index_entries(client: redis.Redis, call_sid: str) -> dict[str, Any]:
-    """Where ``call_sid`` appears in the global indexes."""
+def bucket(client: StoreClient, call_sid: str) -> int:
+    """The index bucket of ``call_sid`` (always 0 on one Redis; one of 16 on a cluster)."""
+    return Store(client, RETENTION).bucket(call_sid)
+
+
+def index_entries(client: StoreClient, call_sid: str) -> dict[str, Any]:
+    """Where ``call_sid`` appears in the indexes of its bucket."""
+    b = bucket(client, call_sid)
     return {
-        "recent": client.zscore(keys.RECENT, call_sid),
-        "active": client.zscore(keys.ACTIVE, call_sid),
+        "recent": client.zscore(keys.recent(b), call_sid),
+        "active": client.zscore(keys.active(b), call_sid),
         "statuses": [
-            s for s in ("ringing", "completed", "busy") if client.zscore(keys.by_status(s), call_sid)
+            s for s in ("ringing", "completed", "busy") if client.zscore(keys.by_status(s, b), call_sid)
         ],
-        "published": client.hget(keys.PUBLISHED, call_sid),
+        "published": client.hget(keys.published(b), call_sid),
     }
+
+
+class OnRedisAndCluster:
+    """The tests of a subclass run on one redis-server and on a 3-master Redis Cluster."""
+
+    @pytest.fixture(params=["redis", "cluster"])
+    def redis_client(self, request: pytest.FixtureRequest, redis_client: redis.Redis) -> StoreClient:
+        if request.param == "redis":
+            return redis_client
+        client: StoreClient = request.getfixturevalue("cluster_client")
+        return client
 
 
 @pytest.fixture
@@ -157,7 +175,7 @@ class TestRestEvent:
             rest_event(call_resource(sid(1), parent_call_sid="CA-nope"), sid(1))
 
 
-class TestStuckCalls:
+class TestStuckCalls(OnRedisAndCluster):
     @pytest.mark.parametrize(
         ("status", "duration"), [("completed", 15), ("busy", None), ("no-answer", None), ("canceled", None)]
     )
@@ -173,7 +191,7 @@ class TestStuckCalls:
         assert after.events[-1].source == "rest"
         assert after.updated_at == datetime(2026, 9, 1, 12, 0, 44, tzinfo=UTC)
         assert index_entries(redis_client, sid(1))["active"] is None
-        assert redis_client.zscore(keys.by_status(status), sid(1)) is not None
+        assert redis_client.zscore(keys.by_status(status, bucket(redis_client, sid(1))), sid(1)) is not None
         assert (result.asked, result.finalized, result.stopped) == (1, [sid(1)], None)
         assert twilio.requests[0].authorization == basic(ACCOUNT, TOKEN)
 
@@ -377,7 +395,7 @@ class TestStuckCalls:
         assert (result.asked, result.pruned) == (0, 1)
 
 
-class TestPrune:
+class TestPrune(OnRedisAndCluster):
     def test_only_expired_calls_older_than_the_retention_are_pruned(
         self, store: Store, redis_client: redis.Redis
     ) -> None:
@@ -405,9 +423,13 @@ class TestPrune:
             start(store, sid(n), T0 - 40 * DAY + n)
             redis_client.delete(keys.call(sid(n)))
         assert prune(store, now=T0, limit=2) == 2
-        assert redis_client.zrange(keys.RECENT, 0, -1) == [sid(2).encode()]
+        assert [index_entries(redis_client, sid(n))["recent"] is None for n in range(3)] == [
+            True,
+            True,
+            False,
+        ]
         assert prune(store, now=T0, limit=2) == 1
-        assert redis_client.zcard(keys.RECENT) == 0
+        assert index_entries(redis_client, sid(2))["recent"] is None
 
     def test_a_call_published_again_meanwhile_keeps_its_entries(
         self, store: Store, redis_client: redis.Redis
@@ -416,7 +438,8 @@ class TestPrune:
         start(store, sid(1), T0 - 40 * DAY)
         published_before = "1:initiated"  # what a reader saw before the call was published again
         script = redis_client.register_script(prune_module.PRUNE_SCRIPT)
-        script_keys = [keys.PUBLISHED, keys.RECENT, keys.ACTIVE, keys.by_status("ringing")]
+        b = bucket(redis_client, sid(1))
+        script_keys = [keys.published(b), keys.recent(b), keys.active(b), keys.by_status("ringing", b)]
         assert script(keys=script_keys, args=[T0 - RETENTION, sid(1), published_before]) == 0
         assert index_entries(redis_client, sid(1))["recent"] == T0 - 40 * DAY
 
@@ -456,7 +479,7 @@ class TestLease:
         ticked = threading.Event()
 
         class Probe(Sweeper):
-            def tick(self, client: redis.Redis) -> SweepResult | None:
+            def tick(self, client: StoreClient) -> SweepResult | None:
                 result = super().tick(client)
                 ticked.set()
                 return result
