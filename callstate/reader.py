@@ -39,6 +39,7 @@ from callstate.buckets import merged_page, read_count
 from callstate.buckets import total as bucket_total
 from callstate.connection import StoreClient, StoreHandle
 from callstate.event import parse_sequence_number
+from callstate.packing import unpack
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
 
 #: The lists :meth:`Reader.page` serves besides one status's index.
@@ -48,8 +49,9 @@ VIEWS: Final[tuple[View, ...]] = ("recent", "active", "stuck")
 #: The position before every entry of a stream.
 START: Final = "0-0"
 
-#: Characters of preference before the JSON of an event in the events hash (docs/redis-schema.md).
-PREFERENCE: Final = 22
+#: Bytes of preference before the packed event in the events hash (docs/redis-schema.md,
+#: "The packed event"; workers.codec writes it).
+PREFERENCE: Final = 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +226,11 @@ class Reader:
             count = counts.get(field)
             if count is None:
                 continue
-            # The value: PREFERENCE characters of the slot's preference, then the event's JSON.
-            event = orjson.loads(value[PREFERENCE:])
-            if event.get("kind") != "call":
+            # The value: PREFERENCE bytes of the slot's preference, then the packed event.
+            event = unpack(value[PREFERENCE:])
+            if event.kind != "call":
                 continue
-            params = dict(event.get("params", ()))
+            params = dict(event.params)
             identity = (parse_sequence_number(params.get("SequenceNumber")), params.get("CallStatus"))
             out[identity] = out.get(identity, 0) + int(count)
         return out

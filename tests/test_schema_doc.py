@@ -14,8 +14,8 @@ import redis
 
 from callstate import keys
 from callstate.connection import StoreClient
+from callstate.packing import unpack
 from callstate.traffic import make_history
-from workers.packing import unpack
 from workers.store import Store
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "redis-schema.md").read_text()

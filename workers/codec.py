@@ -2,7 +2,7 @@
 
 A stored value is the event's :meth:`~callstate.event.Event.preference` as bytes
 (:data:`PREFERENCE_WIDTH` bytes: its 22 hex digits, two to a byte, which keeps their order) followed
-by the event's packed form (:mod:`workers.packing`, about a fifth of its JSON); the field is its
+by the event's packed form (:mod:`callstate.packing`, about a fifth of its JSON); the field is its
 :meth:`~callstate.event.Event.slot`. The add script (``add.lua``) compares the first
 :data:`PREFERENCE_WIDTH` bytes of two values sharing a slot and keeps the greater, so that prefix
 must sort like :meth:`Event.preference`; what follows it is this module's business alone
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from callstate.event import Event
-from workers.packing import pack, unpack
+from callstate.packing import pack, unpack
 
 #: Bytes of preference at the start of every stored value (half of Event.preference()'s length).
 PREFERENCE_WIDTH: Final = 11

@@ -1,4 +1,4 @@
-"""workers.packing: the packed form of an event gives back the same event, and is small."""
+"""callstate.packing: the packed form of an event gives back the same event, and is small."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callstate.event import KINDS, Event, Kind
+from callstate.packing import NAMES, WORDS, PackingError, pack, unpack
 from callstate.traffic import make_history
 from tests.histories import call_histories
-from workers.packing import NAMES, WORDS, PackingError, pack, unpack
 
 #: Parameter values that exercise each shortcut and the text fallback next to it.
 _VALUES = st.one_of(
@@ -99,3 +99,14 @@ class TestCorruption:
         """Truncated, unknown-format, unknown-tag or trailing bytes raise PackingError, never return."""
         with pytest.raises(PackingError):
             unpack(data)
+
+
+def test_the_reader_skips_exactly_the_preference_the_codec_writes() -> None:
+    """callstate.reader (the web process may not import workers) and workers.codec agree on the
+    stored value's layout: preference bytes, then the packed event."""
+    from callstate.reader import PREFERENCE  # noqa: PLC0415
+    from workers import codec  # noqa: PLC0415
+
+    [event, *_] = make_history(random.Random(2), "CA" + "2" * 32)
+    assert PREFERENCE == codec.PREFERENCE_WIDTH
+    assert unpack(codec.encode(event)[PREFERENCE:]) == event
