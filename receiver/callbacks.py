@@ -67,8 +67,8 @@ class CallbackEndpoint:
         else:
             if not signature:
                 _unsigned(resources)
-            # GET: Twilio appended the parameters to the URL and signed the whole URL (reference
-            # 3.3), so they are read from the query and no body parameters are signed.
+            # GET: Twilio appended the parameters to the URL and signed the whole URL (docs/twilio.md,
+            # "GET requests"), so they are read from the query and no body parameters are signed.
             params = _parse_signed(resources, scope.get("query_string", b""))
             signed = []
         url = public_url(scope, settings.public_base_url, resources.trusted)
