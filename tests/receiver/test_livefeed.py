@@ -82,8 +82,13 @@ class TestLiveFeed:
                         assert [(ch.call_sid, ch.status) for ch in batch.changes] == [
                             (call_sid(1), "ringing")
                         ]
-                    [connection] = feed_connections(redis_client)
-                    assert connection["cmd"] == "xread"
+                    # One connection serves the three pages. What it runs at a given instant
+                    # (an XRANGE of catch-up, an XREAD) is the order of concurrent work, so wait
+                    # for it to block on the stream instead of sampling it once.
+                    await until(
+                        lambda: [c["cmd"] for c in feed_connections(redis_client)] == ["xread"],
+                        "one connection blocking on the stream",
+                    )
             finally:
                 await feed.aclose()
                 client.close()
