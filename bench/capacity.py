@@ -189,10 +189,10 @@ def _complete_calls(store: redis.Redis | RedisCluster, corpus: Corpus) -> int:
 def _bytes_per_final_call(
     store: redis.Redis | RedisCluster, nodes: Sequence[Node], corpus: Corpus, sample: int = 600
 ) -> float:
-    """``MEMORY USAGE`` of a final call's own keys (600 sampled calls with a recording), plus
+    """``MEMORY USAGE`` of every key of a final call's record (600 sampled calls with a recording), plus
     every non-call key of the store (indexes, streams) divided by the number of calls."""
     sids = random.Random(0).sample(corpus.final_with_recording, min(sample, len(corpus.final_with_recording)))
-    own = sum(_usage(store, key) for sid in sids for key in (keys.call(sid), keys.events(sid)))
+    own = sum(_usage(store, key) for sid in sids for key in keys.of_record(sid))
     shared = 0
     for node in nodes:
         client = node.client()

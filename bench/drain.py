@@ -59,7 +59,8 @@ class DrainResult:
 
 @dataclass(frozen=True, slots=True)
 class MemoryResult:
-    """Redis memory per final call (its call hash and event set, with a recording)."""
+    """Redis memory per final call with a recording (every key of its record, and its share of the
+    global keys)."""
 
     sampled_calls: int
     mean_events: float
@@ -211,10 +212,10 @@ def _check(redis: BenchRedis, corpus: Corpus) -> tuple[int, int]:
 
 
 def _memory(redis: BenchRedis, corpus: Corpus, used_delta: int, sample: int = 300) -> MemoryResult:
-    """Bytes per final call with a recording: its two keys (``MEMORY USAGE``, every element), plus
-    its share of the global indexes and change stream."""
+    """Bytes per final call with a recording: every key of its record (``MEMORY USAGE``, every
+    element), plus its share of the global indexes and change stream."""
     sids = random.Random(0).sample(corpus.final_with_recording, min(sample, len(corpus.final_with_recording)))
-    per_call = redis.memory_usage([key for sid in sids for key in (keys.call(sid), keys.events(sid))])
+    per_call = redis.memory_usage([key for sid in sids for key in keys.of_record(sid)])
     shared = redis.memory_usage([key.decode() for key in redis.client.scan_iter(GLOBAL_KEYS_PATTERN, 1000)])
     calls = len(corpus.expected_events)
     call_bytes = per_call / max(len(sids), 1)

@@ -226,8 +226,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     from callstate import simulation, simulator  # noqa: PLC0415
 
-    if not settings.auth_token:
-        raise ConfigError("TWILIO_AUTH_TOKEN", "is not set; the simulator signs the callbacks with it")
+    signer = _signer(settings, args.shared_key)
     if args.verify and not settings.secret_key:
         raise ConfigError("SECRET_KEY", "is not set; --verify reads the calls back with a token made from it")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
@@ -241,8 +240,22 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     )
     begin = start.isoformat().replace("+00:00", "Z")
     print(f"simulate: seed {seed}, start {begin}, {len(plan.calls):,} calls to {args.url}")  # noqa: T201
-    target = simulator.Target(args.url, settings.auth_token, args.concurrency, args.rate, args.retries)
+    target = simulator.Target(args.url, signer, args.concurrency, args.rate, args.retries)
     return asyncio.run(_simulate_and_verify(settings, args, plan, target))
+
+
+def _signer(settings: Settings, shared_key: str | None) -> simulation.Signer:
+    """Sign as Twilio would: with the auth token, or with the Webhook SharedKey named ``shared_key``."""
+    from callstate import simulation  # noqa: PLC0415
+
+    if shared_key is None:
+        if not settings.auth_token:
+            raise ConfigError("TWILIO_AUTH_TOKEN", "is not set; the simulator signs the callbacks with it")
+        return simulation.Signer(settings.auth_token)
+    secret = settings.shared_keys.get(shared_key)
+    if secret is None:
+        raise ConfigError("TWILIO_SHARED_KEYS", f"holds no key {shared_key!r} (--shared-key)")
+    return simulation.Signer(secret, shared_key)
 
 
 async def _simulate_and_verify(
@@ -253,7 +266,8 @@ async def _simulate_and_verify(
     async with simulator.client(args.concurrency) as http:
         stopwatch = simulator.elapsed()
         tally = await simulator.send(plan, target, http=http, progress=sys.stderr.isatty())
-        simulator.report(plan, tally, stopwatch(), sys.stdout)
+        signed_with = "TWILIO_AUTH_TOKEN" if args.shared_key is None else f"the SharedKey {args.shared_key}"
+        simulator.report(plan, tally, stopwatch(), sys.stdout, signed_with)
         code = 1 if tally.failed else 0
         if not args.verify:
             return code
@@ -417,7 +431,10 @@ def parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate",
         help="send realistic signed Twilio callbacks to a deployment (and --verify what it stored)",
-        description="Signs with TWILIO_AUTH_TOKEN; --verify reads back with a token from SECRET_KEY.",
+        description=(
+            "Signs with TWILIO_AUTH_TOKEN (or a SharedKey of TWILIO_SHARED_KEYS); "
+            "--verify reads back with a token from SECRET_KEY."
+        ),
     )
     simulate.add_argument(
         "--url", type=_base_url, required=True, help="the public base URL Twilio would call"
@@ -436,6 +453,11 @@ def parser() -> argparse.ArgumentParser:
         "--start",
         type=_start_time,
         help="when the calls begin, ISO 8601 UTC (default: now); with --seed, the same run byte for byte",
+    )
+    simulate.add_argument(
+        "--shared-key",
+        metavar="KEY_ID",
+        help="sign with this Webhook SharedKey of TWILIO_SHARED_KEYS (HMAC-SHA256), not the auth token",
     )
     simulate.add_argument("--verify", action="store_true", help="read every call back and compare")
     simulate.add_argument(

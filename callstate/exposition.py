@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from callstate.counters import LAG_BUCKETS
-from callstate.metrics import Figures
+from callstate.metrics import Figures, RedisMemory
 
 #: The classic text format (0.0.4), which every Prometheus since 2.0 reads.
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
@@ -92,6 +92,29 @@ class _FiguresCollector(Collector):
             "How long the oldest queued job has waited (0 when none waits).",
             value=f.queue_oldest_age,
         )
+        if f.redis_memory:
+            used = GaugeMetricFamily(
+                "callstate_redis_memory_used_bytes",
+                "Memory Redis uses (INFO used_memory): queue is REDIS_URL, store is STORE_REDIS_URL "
+                "(the same server unless set; on a cluster, its fullest master).",
+                labels=["redis"],
+            )
+            limit = GaugeMetricFamily(
+                "callstate_redis_memory_limit_bytes",
+                "Redis's maxmemory (0: no limit).",
+                labels=["redis"],
+            )
+            full = GaugeMetricFamily(
+                "callstate_redis_full",
+                "1 while Redis refuses writes for lack of memory (maxmemory reached under noeviction): "
+                "callbacks are answered 503.",
+                labels=["redis"],
+            )
+            for role, memory in f.redis_memory.items():
+                used.add_metric([role], memory.used)
+                limit.add_metric([role], memory.limit)
+                full.add_metric([role], int(memory.full))
+            yield from (used, limit, full)
         cumulative, buckets = 0, []
         for bound, count in zip((*map(str, LAG_BUCKETS), "+Inf"), f.lag_buckets, strict=True):
             cumulative += count
@@ -135,6 +158,7 @@ def human_text(figures: Figures) -> str:
         _line("queue jobs", f.queue_jobs, keep_zeros=True) + f", oldest {_seconds(f.queue_oldest_age)}",
         f"{'lag':<20}{_lag(f)}",
         _line("sweep requests", f.sweep_requests),
+        *(f"{'redis ' + role:<20}{_memory(m)}" for role, m in f.redis_memory.items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -156,6 +180,16 @@ def _lag(f: Figures) -> str:
         else:
             parts.append(f"p{round(q * 100)} <= {_seconds(bound)}")
     return ", ".join(parts)
+
+
+def _memory(memory: RedisMemory) -> str:
+    used = f"{memory.used / 1e6:,.1f} MB used"
+    if not memory.limit:
+        return f"{used}, no maxmemory"
+    state = ", FULL: callbacks are refused (503)" if memory.full else ""
+    return (
+        f"{used} of {memory.limit / 1e6:,.1f} MB ({memory.used / memory.limit:.0%}, {memory.policy}){state}"
+    )
 
 
 def _seconds(value: float) -> str:

@@ -54,6 +54,11 @@ def deliveries(record: str) -> str:
     return f"{PREFIX}:deliveries:{{{record}}}"
 
 
+def of_record(record: str) -> tuple[str, str, str]:
+    """Every key one call record owns: its call hash, event set and deliveries hash."""
+    return call(record), events(record), deliveries(record)
+
+
 def orphan_recording(recording_sid: str) -> str:
     """Hash like :func:`events`, for a recording callback that names no call (conferences)."""
     return f"{PREFIX}:recording:{{{recording_sid}}}"

@@ -12,11 +12,13 @@ dashboard holding the same values computes the same figures. The counters are wr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from redis import Redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
@@ -76,6 +78,9 @@ class Figures:
     queue_jobs: Mapping[str, int]
     #: Seconds the oldest queued job has waited; 0 when none waits.
     queue_oldest_age: float
+    #: What each Redis (``queue``: REDIS_URL, ``store``: STORE_REDIS_URL, the same server unless
+    #: set) says of its memory; a Redis that forbids INFO is left out.
+    redis_memory: Mapping[str, RedisMemory] = field(default_factory=dict)
 
     @property
     def lag_count(self) -> int:
@@ -94,6 +99,47 @@ class Figures:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisMemory:
+    """What one Redis says of its memory (``INFO memory``)."""
+
+    used: int
+    #: ``maxmemory``; 0 when there is none.
+    limit: int
+    policy: str
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> RedisMemory:
+        """From ``INFO memory`` as redis-py parses it; absent fields count as 0 and ``noeviction``."""
+        return cls(
+            int(info.get("used_memory", 0)),
+            int(info.get("maxmemory", 0)),
+            str(info.get("maxmemory_policy", "noeviction")),
+        )
+
+    @property
+    def full(self) -> bool:
+        """Writes are refused for lack of memory: ``maxmemory`` reached under ``noeviction``, so
+        every callback is answered 503 until memory is freed (README, "Failure modes")."""
+        return bool(self.limit) and self.used >= self.limit and self.policy == "noeviction"
+
+    def reason(self) -> str:
+        """Why writes are refused, for ``/readyz`` and logs (meaningful when :attr:`full`)."""
+        return (
+            f"Redis is full (used_memory {self.used} >= maxmemory {self.limit}, noeviction): "
+            "writes are refused"
+        )
+
+
+def redis_memory(redis: Redis) -> RedisMemory | None:
+    """``redis``'s memory, one ``INFO memory`` round trip; ``None`` where INFO is forbidden (some
+    managed services rename it). Raises ``RedisError`` if Redis cannot be reached."""
+    try:
+        return RedisMemory.from_info(redis.info("memory"))
+    except ResponseError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Gauges:
     """What :func:`read` reads besides the counters hash."""
 
@@ -101,6 +147,7 @@ class Gauges:
     stuck_calls: int
     queue_jobs: Mapping[str, int]
     queue_oldest_age: float
+    redis_memory: Mapping[str, RedisMemory] = field(default_factory=dict)
 
 
 def figures_from(
@@ -147,6 +194,7 @@ def figures_from(
         stuck_calls=gauges.stuck_calls,
         queue_jobs=gauges.queue_jobs,
         queue_oldest_age=gauges.queue_oldest_age,
+        redis_memory=gauges.redis_memory,
     )
 
 
@@ -205,10 +253,28 @@ def read(queue: Redis, store: Reader, *, queue_name: str) -> Figures:
         worker_counters = cast(dict[bytes, bytes], store.redis.hgetall(keys.METRICS))
     # The oldest job is first: RQ pushes jobs at the tail and takes them from the head.
     age = 0.0 if oldest is None else job_age(queue.hget(Job.key_for(oldest.decode()), "enqueued_at"), now)
+    memory = {"queue": redis_memory(queue)}
+    memory["store"] = memory["queue"] if store.redis is queue else _store_memory(store)
     gauges = Gauges(
         calls=counts.by_status,
         stuck_calls=counts.stuck,
         queue_jobs={"queued": int(queued), **dict(zip(registries, map(int, registered), strict=True))},
         queue_oldest_age=age,
+        redis_memory={role: known for role, known in memory.items() if known is not None},
     )
     return figures_from(sum_counters(web_counters, worker_counters), gauges)
+
+
+def _store_memory(store: Reader) -> RedisMemory | None:
+    """The store's memory: on a Redis Cluster, the fullest master's (any full master refuses the
+    writes of its calls), summed ``used`` and ``limit`` would hide it."""
+    if not isinstance(store.redis, RedisCluster):
+        return redis_memory(store.redis)
+    try:
+        by_node: dict[str, Any] = store.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    except ResponseError:
+        return None
+    # One master answers with its INFO itself, several with {node name: INFO}.
+    infos = [by_node] if "used_memory" in by_node else list(by_node.values())
+    masters = [RedisMemory.from_info(info) for info in infos]
+    return max(masters, key=lambda m: (m.full, m.used / m.limit if m.limit else 0.0, m.used), default=None)

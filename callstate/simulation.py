@@ -2,7 +2,7 @@
 
 :func:`plan` turns a seed into calls (:func:`callstate.traffic.simulated_calls`) and the deliveries
 that carry their callbacks: out of order, interleaved, a share of them delivered twice, each signed
-the way Twilio signs (:func:`sign`). :class:`Tally` records what the target answered, and
+the way Twilio signs (:class:`Signer`). :class:`Tally` records what the target answered, and
 :func:`expected_states` says what the store must then hold for each call, from what the simulator
 knows it sent and what was acknowledged. The sender and the verifier (:mod:`callstate.simulator`)
 are a thin shell around these.
@@ -58,16 +58,16 @@ class Delivery:
     def path(self) -> str:
         return PATHS[self.event.kind]
 
-    def request(self, base_url: str, token: str) -> tuple[str, str, bytes, dict[str, str]]:
-        """Method, URL, body and headers, signed for ``base_url`` + path with ``token``."""
+    def request(self, base_url: str, signer: Signer) -> tuple[str, str, bytes, dict[str, str]]:
+        """Method, URL, body and headers, signed by ``signer`` for ``base_url`` + path."""
         url = base_url + self.path
         headers = {"I-Twilio-Idempotency-Token": self.idempotency_token, "User-Agent": "TwilioProxy/1.1"}
         if self.method == "GET":
             # Parameters in the query string; the signature covers the whole URL (no body part).
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(self.event.params)}"
-            headers["X-Twilio-Signature"] = sign(token, url, ())
+            headers |= signer.headers(url, ())
             return "GET", url, b"", headers
-        headers["X-Twilio-Signature"] = sign(token, url, self.event.params)
+        headers |= signer.headers(url, self.event.params)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         return "POST", url, urlencode(self.event.params).encode(), headers
 
@@ -82,17 +82,42 @@ class Plan:
         return len(self.deliveries) - len({id(d) for d in self.deliveries})
 
 
-def sign(token: str, url: str, params: Sequence[tuple[str, str]]) -> str:
-    """``X-Twilio-Signature``: base64 HMAC-SHA1 of the URL followed by each parameter name and
-    value, names sorted, a repeated name's values sorted (docs/twilio.md, "The signature
-    algorithm"). Written here, not taken from the receiver, so that the simulator is a second,
-    independent implementation (tests compare it with the official library)."""
+#: The algorithms Twilio signs with: HMAC-SHA1 under the auth token, or HMAC-SHA256 under a Webhook
+#: SharedKey (docs/twilio.md, "SharedKey signatures").
+_DIGESTS: Final = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+
+
+def sign(secret: str, url: str, params: Sequence[tuple[str, str]], algorithm: str = "HMAC_SHA1") -> str:
+    """``X-Twilio-Signature``: base64 HMAC of the URL followed by each parameter name and value,
+    names sorted, a repeated name's values sorted (docs/twilio.md, "The signature algorithm"), under
+    ``secret`` with ``algorithm`` (``HMAC_SHA1`` or ``HMAC_SHA256``). Written here, not taken from
+    the receiver, so that the simulator is a second, independent implementation (tests compare it
+    with the official library)."""
     grouped: dict[str, set[str]] = {}
     for name, value in params:
         grouped.setdefault(name, set()).add(value)
     message = url + "".join(name + value for name in sorted(grouped) for value in sorted(grouped[name]))
-    mac = hmac.new(token.encode(), message.encode(), hashlib.sha1)
+    mac = hmac.new(secret.encode(), message.encode(), _DIGESTS[algorithm])
     return base64.b64encode(mac.digest()).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """How the simulator signs, as Twilio would: with the auth token (HMAC-SHA1, the default), or,
+    given ``shared_key_id``, with that Webhook SharedKey's ``secret`` (HMAC-SHA256, named by
+    ``X-Twilio-Webhooks-Signature-Settings``)."""
+
+    secret: str
+    shared_key_id: str | None = field(default=None)
+
+    def headers(self, url: str, params: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """The signature headers of a request to ``url`` carrying ``params`` in its body."""
+        if self.shared_key_id is None:
+            return {"X-Twilio-Signature": sign(self.secret, url, params)}
+        return {
+            "X-Twilio-Signature": sign(self.secret, url, params, "HMAC_SHA256"),
+            "X-Twilio-Webhooks-Signature-Settings": f"key={self.shared_key_id},algorithm=HMAC_SHA256",
+        }
 
 
 def plan(seed: int, calls: int, *, start: datetime, duplicates: float, account: str | None = None) -> Plan:

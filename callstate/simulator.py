@@ -27,7 +27,7 @@ import httpx2 as httpx
 import orjson
 from tqdm import tqdm
 
-from callstate.simulation import Delivery, Expected, Plan, Tally, mismatch
+from callstate.simulation import Delivery, Expected, Plan, Signer, Tally, mismatch
 
 #: Twilio's defaults: 5 s to connect (``ct``), 15 s for all attempts together (``tt``).
 CONNECT_TIMEOUT: Final = 5.0
@@ -44,10 +44,10 @@ class ReadRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where and how to send: the public base URL the signatures cover, and the auth token."""
+    """Where and how to send: the public base URL the signatures cover, and how to sign."""
 
     base_url: str
-    auth_token: str
+    signer: Signer
     concurrency: int = 32
     rate: float | None = None
     retries: int = 1
@@ -65,7 +65,7 @@ def client(concurrency: int) -> httpx.AsyncClient:
 
 
 async def _deliver(http: httpx.AsyncClient, target: Target, delivery: Delivery, tally: Tally) -> None:
-    method, url, body, headers = delivery.request(target.base_url, target.auth_token)
+    method, url, body, headers = delivery.request(target.base_url, target.signer)
     clock = asyncio.get_running_loop().time
     deadline = clock() + TOTAL_TIMEOUT
     answer = "not sent"
@@ -181,8 +181,11 @@ async def read_back(
     return {sid: reasons[sid] for sid in pending}
 
 
-def report(plan: Plan, tally: Tally, seconds: float, out: TextIO) -> None:
-    """The summary: what was sent, and the answers by status code."""
+def report(
+    plan: Plan, tally: Tally, seconds: float, out: TextIO, signed_with: str = "TWILIO_AUTH_TOKEN"
+) -> None:
+    """The summary: what was sent, and the answers by status code. ``signed_with`` names what the
+    signatures were made with (a setting, never its value), for the hint on 403s."""
     sent = len(plan.deliveries)
     rate = sent / seconds if seconds > 0 else 0.0
     print(
@@ -198,7 +201,7 @@ def report(plan: Plan, tally: Tally, seconds: float, out: TextIO) -> None:
         print(f"NOT acknowledged after retries: {len(tally.failed):,} callbacks ({listed})", file=out)
         if "403" in refused:
             print(
-                "  403: the target refused the signatures: is TWILIO_AUTH_TOKEN the web process's, and "
+                f"  403: the target refused the signatures: is {signed_with} the web process's, and "
                 "is --url the public URL it sees (PUBLIC_BASE_URL)?",
                 file=out,
             )

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from redis import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,6 +36,7 @@ from callstate.counters import ENDPOINTS, Tally, callback_field, signature_field
 from callstate.errors import InvalidSignature, MethodNotAllowed, RequestRejected, StoreUnavailable
 from callstate.jobqueue import failure_ttl, make_queue
 from callstate.logs import LineBuffer
+from callstate.metrics import redis_memory
 from callstate.reader import Reader
 from callstate.settings import Settings
 from receiver import dashboard, livefeed, monitoring, readapi
@@ -184,15 +185,11 @@ def redis_full(redis: Redis) -> str | None:
     """Why Redis refuses writes for lack of memory, or ``None`` if it does not. One INFO round trip;
     raises ``RedisError`` if Redis cannot be reached. A Redis that forbids INFO (some managed
     services rename it) is only PINGed."""
-    try:
-        memory = redis.info("memory")
-    except ResponseError:
+    memory = redis_memory(redis)
+    if memory is None:
         redis.ping()
         return None
-    limit, used = int(memory.get("maxmemory", 0)), int(memory.get("used_memory", 0))
-    if limit and used >= limit and memory.get("maxmemory_policy") == "noeviction":
-        return f"Redis is full (used_memory {used} >= maxmemory {limit}, noeviction): writes are refused"
-    return None
+    return memory.reason() if memory.full else None
 
 
 # -- errors to HTTP: the only place ------------------------------------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from callstate import tokens
-from callstate.simulation import Delivery, Plan, Tally, expected_states, plan
+from callstate.simulation import Delivery, Plan, Signer, Tally, expected_states, plan
 from callstate.simulator import Target, client, now_utc, read_back, send
 from tests.procs import Process, environment, procfile, wait_until
 from tests.redisserver import RedisServer, free_port
@@ -308,7 +308,7 @@ def _drive(cluster: Cluster, seconds: float, rate: float, seed: int, log: Callab
     deliveries: tuple[Delivery, ...] = traffic.deliveries[: int(rate * seconds)]
     traffic = Plan(traffic.calls, deliveries)
     tally = TimedTally(clock)
-    target = Target(cluster.base_url, TOKEN, concurrency=256, rate=rate, retries=1)
+    target = Target(cluster.base_url, Signer(TOKEN), concurrency=256, rate=rate, retries=1)
 
     async def traffic_main() -> None:
         async with client(256) as http:

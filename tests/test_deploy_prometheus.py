@@ -32,11 +32,11 @@ def test_the_scrape_config_sends_the_bearer_token() -> None:
     assert "metrics_path: /metrics" in config
 
 
-def test_the_three_alert_rules_are_valid() -> None:
-    """`promtool check rules`: signature failures spiking, lag, stuck calls."""
+def test_the_four_alert_rules_are_valid() -> None:
+    """`promtool check rules`: signature failures spiking, lag, stuck calls, Redis full."""
     result = promtool("check", "rules", "callstate.rules.yml", cwd=PROMETHEUS)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout
+    assert "SUCCESS: 4 rules found" in result.stdout
 
 
 def test_each_alert_fires_on_its_series_and_not_on_normal_traffic() -> None:

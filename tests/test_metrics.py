@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.cluster import RedisCluster
 from rq.executions import Execution
 from rq.registry import FailedJobRegistry
 
@@ -17,13 +18,32 @@ from callstate import keys
 from callstate.counters import LAG_FIELDS, LAG_SUM, callback_field, event_field, signature_field
 from callstate.exposition import human_text, prometheus_text
 from callstate.jobqueue import APPLY_EVENTS, enqueue_batch, make_queue
-from callstate.metrics import SIGNATURE_REASONS, Figures, Gauges, figures_from, job_age, read, sum_counters
+from callstate.metrics import (
+    SIGNATURE_REASONS,
+    Figures,
+    Gauges,
+    RedisMemory,
+    figures_from,
+    job_age,
+    read,
+    sum_counters,
+)
 from callstate.reader import Reader
 from callstate.status import PUBLISHED_STATUSES
+from tests.rediscluster import RedisClusterServer
 from tests.redisserver import RedisServer
 
 NOW = 1_800_000_000.0
-GAUGES = Gauges(calls={"completed": 2}, stuck_calls=1, queue_jobs={"queued": 3}, queue_oldest_age=4.5)
+GAUGES = Gauges(
+    calls={"completed": 2},
+    stuck_calls=1,
+    queue_jobs={"queued": 3},
+    queue_oldest_age=4.5,
+    redis_memory={
+        "queue": RedisMemory(used=2_000_000, limit=25_000_000, policy="noeviction"),
+        "store": RedisMemory(used=25_000_000, limit=25_000_000, policy="noeviction"),
+    },
+)
 
 
 def figures(**counters: int) -> Figures:
@@ -113,6 +133,25 @@ class TestJobAge:
         assert job_age(raw, NOW) == 0
 
 
+class TestRedisMemory:
+    @pytest.mark.parametrize(
+        ("used", "limit", "policy", "full"),
+        [
+            (100, 0, "noeviction", False),  # no maxmemory: never full
+            (99, 100, "noeviction", False),
+            (100, 100, "noeviction", True),
+            (150, 100, "noeviction", True),
+            (150, 100, "allkeys-lru", False),  # Redis evicts instead of refusing writes
+        ],
+    )
+    def test_full_means_writes_are_refused(self, used: int, limit: int, policy: str, full: bool) -> None:
+        assert RedisMemory(used, limit, policy).full is full
+
+    def test_from_info(self) -> None:
+        info = {"used_memory": 1234, "maxmemory": 5678, "maxmemory_policy": "volatile-lru", "other": "x"}
+        assert RedisMemory.from_info(info) == RedisMemory(1234, 5678, "volatile-lru")
+
+
 class TestRead:
     def test_gauges_and_counters_as_redis_holds_them(self, redis_client: redis.Redis) -> None:
         """Calls by status, stuck calls, jobs per state and the oldest job's age, with the
@@ -153,7 +192,23 @@ class TestRead:
     def test_an_empty_store_reads_as_zeros(self, redis_client: redis.Redis) -> None:
         """A new deployment has figures too: all zero."""
         f = read(redis_client, Reader(redis_client, clock=lambda: NOW), queue_name="callstate")
-        assert f == figures_from({}, Gauges(dict.fromkeys(PUBLISHED_STATUSES, 0), 0, _no_jobs(), 0.0))
+        memory = f.redis_memory
+        assert f == figures_from({}, Gauges(dict.fromkeys(PUBLISHED_STATUSES, 0), 0, _no_jobs(), 0.0, memory))
+        assert memory["queue"] == memory["store"]
+        assert memory["queue"].used > 0
+        assert not memory["queue"].full
+
+    def test_a_full_redis_is_shown(self, redis_client: redis.Redis) -> None:
+        """maxmemory reached under noeviction: the figures say Redis refuses writes."""
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("maxmemory", "1")
+        try:
+            f = read(redis_client, Reader(redis_client, clock=lambda: NOW), queue_name="callstate")
+        finally:
+            redis_client.config_set("maxmemory", "0")
+        assert f.redis_memory["queue"].full
+        assert f.redis_memory["queue"].limit == 1
+        assert f.redis_memory["store"].full
 
     def test_counters_of_a_separate_store_are_added(self, redis_client: redis.Redis, tmp_path: Path) -> None:
         """With the store on another Redis (STORE_REDIS_URL), the workers' counters there and the
@@ -172,6 +227,24 @@ class TestRead:
         assert f.events["new"] == 3
         assert f.lag_count == 2
         assert f.calls["ringing"] == 1
+        assert set(f.redis_memory) == {"queue", "store"}
+
+    def test_a_cluster_store_reports_its_fullest_master(
+        self, redis_client: redis.Redis, cluster_client: RedisCluster, redis_cluster: RedisClusterServer
+    ) -> None:
+        """The store on a Redis Cluster: each master is asked, and the one nearest its limit is
+        shown (any full master refuses the writes of its calls)."""
+        fullest = redis_cluster.master_nodes()[1].client()
+        fullest.config_set("maxmemory-policy", "noeviction")
+        fullest.config_set("maxmemory", "1")
+        try:
+            f = read(redis_client, Reader(cluster_client, clock=lambda: NOW), queue_name="callstate")
+        finally:
+            fullest.config_set("maxmemory", "0")
+            fullest.close()
+        assert f.redis_memory["store"].full
+        assert f.redis_memory["store"].limit == 1
+        assert not f.redis_memory["queue"].full
 
 
 def test_sum_counters_adds_field_by_field() -> None:
@@ -208,6 +281,10 @@ class TestPrometheusText:
         assert parsed[("callstate_queue_jobs", (("state", "queued"),))] == 3
         assert parsed[("callstate_queue_oldest_age_seconds", ())] == 4.5
         assert parsed[("callstate_sweep_requests_total", (("outcome", "final"),))] == 0
+        assert parsed[("callstate_redis_memory_used_bytes", (("redis", "queue"),))] == 2_000_000
+        assert parsed[("callstate_redis_memory_limit_bytes", (("redis", "store"),))] == 25_000_000
+        assert parsed[("callstate_redis_full", (("redis", "queue"),))] == 0
+        assert parsed[("callstate_redis_full", (("redis", "store"),))] == 1
 
     def test_the_lag_histogram_is_cumulative(self) -> None:
         """Buckets are cumulative in the text format; count and sum follow."""
@@ -242,4 +319,9 @@ class TestHumanText:
         assert lines["events"] == "none"
         assert lines["stuck calls"] == "1"
         assert lines["queue jobs"] == "queued 3, oldest 4.5 s"
+        assert lines["redis queue"] == "2.0 MB used of 25.0 MB (8%, noeviction)"
+        assert (
+            lines["redis store"]
+            == "25.0 MB used of 25.0 MB (100%, noeviction), FULL: callbacks are refused (503)"
+        )
         assert lines["lag"] == "3 events, mean 23 ms, p50 <= 10 ms, p90 <= 50 ms, p99 <= 50 ms"

@@ -14,6 +14,7 @@ from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import TOKEN
 
 SECRET = "simulate-secret-key-0123456789abcdefghij"
+SHARED_KEY_ID, SHARED_SECRET = "webhooks_sharedkey_sim", "shared-secret-of-the-simulator-0123"
 
 
 def simulate(port: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +34,13 @@ def simulate(port: int, *args: str, **env: str) -> subprocess.CompletedProcess[s
 def deployment(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> Iterator[int]:
     """A web process and a worker on the test's Redis; yields the web port."""
     port = free_port()
-    env = environment(PORT=str(port), REDIS_URL=redis_server.url, TWILIO_AUTH_TOKEN=TOKEN, SECRET_KEY=SECRET)
+    env = environment(
+        PORT=str(port),
+        REDIS_URL=redis_server.url,
+        TWILIO_AUTH_TOKEN=TOKEN,
+        TWILIO_SHARED_KEYS=f"{SHARED_KEY_ID}:{SHARED_SECRET}",
+        SECRET_KEY=SECRET,
+    )
     processes: list[Process] = [start_web(env, tmp_path, port), start_worker(env, tmp_path)]
     yield port
     for process in processes:
@@ -65,6 +72,30 @@ def test_a_wrong_auth_token_is_a_failure_not_a_success(deployment: int) -> None:
     assert "answers by status (every attempt): 403: " in result.stdout
     assert "NOT acknowledged" in result.stdout
     assert "TWILIO_AUTH_TOKEN" in result.stdout
+
+
+def test_sharedkey_signatures_are_verified_end_to_end(deployment: int) -> None:
+    """--shared-key signs with the Webhook SharedKey alone (HMAC-SHA256): the auth token given to
+    the simulator is wrong, so every 204 proves the SharedKey path, and every call is stored."""
+    result = simulate(
+        deployment,
+        *("--calls", "50", "--shared-key", SHARED_KEY_ID, "--verify"),
+        TWILIO_AUTH_TOKEN="not-the-token",
+        TWILIO_SHARED_KEYS=f"{SHARED_KEY_ID}:{SHARED_SECRET}",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "403" not in result.stdout
+    assert "50 calls stored as expected, 0 not" in result.stdout
+
+
+def test_a_wrong_sharedkey_is_refused_and_named(deployment: int) -> None:
+    result = simulate(
+        deployment,
+        *("--calls", "5", "--shared-key", SHARED_KEY_ID),
+        TWILIO_SHARED_KEYS=f"{SHARED_KEY_ID}:not-the-shared-secret-0123456789",
+    )
+    assert result.returncode == 1
+    assert "the SharedKey webhooks_sharedkey_sim the web process's" in result.stdout
 
 
 def test_a_wrong_secret_key_fails_verification_clearly(deployment: int) -> None:
@@ -99,3 +130,7 @@ def test_missing_settings_are_named() -> None:
     result = simulate(1, "--calls", "1", "--verify", SECRET_KEY="")
     assert result.returncode == 2
     assert "SECRET_KEY" in result.stderr
+    result = simulate(1, "--calls", "1", "--shared-key", "webhooks_sharedkey_unknown")
+    assert result.returncode == 2
+    assert "TWILIO_SHARED_KEYS" in result.stderr
+    assert "webhooks_sharedkey_unknown" in result.stderr

@@ -9,10 +9,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twilio.request_validator import RequestValidator
 
 from callstate.event import Event
-from callstate.simulation import Expected, Tally, expected_states, mismatch, plan, sign
-from tests.twiliosign import TOKEN, signature
+from callstate.simulation import Expected, Signer, Tally, expected_states, mismatch, plan, sign
+from tests.twiliosign import TOKEN, MultiDict, signature
 from workers.reduce import reduce
 
 START = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
@@ -29,6 +30,21 @@ def test_signature_is_the_official_librarys(params: list[tuple[str, str]], path:
     """The simulator signs independently of the receiver, exactly as twilio-python does."""
     url = BASE + "/" + path
     assert sign(TOKEN, url, params) == signature(url, params)
+
+
+@given(st.lists(st.tuples(_text, _text), max_size=8), _text, _text.filter(bool))
+def test_sharedkey_signature_is_the_official_librarys(
+    params: list[tuple[str, str]], path: str, secret: str
+) -> None:
+    """Under a Webhook SharedKey the simulator signs with HMAC-SHA256 exactly as twilio-python
+    computes it, and names the key and algorithm the way Twilio does."""
+    url = BASE + "/" + path
+    oracle = RequestValidator(secret).compute_signature(url, MultiDict.of(params), "HMAC_SHA256")
+    assert sign(secret, url, params, "HMAC_SHA256") == oracle
+    assert Signer(secret, "webhooks_sharedkey_1").headers(url, params) == {
+        "X-Twilio-Signature": oracle,
+        "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256",
+    }
 
 
 def test_a_plan_is_reproducible_from_its_seed() -> None:
@@ -48,7 +64,7 @@ def test_deliveries_carry_every_callback_and_duplicates_repeat_the_same_request(
     assert planned.duplicates > 0
     requests: dict[Event, tuple[str, str, bytes, dict[str, str]]] = {}
     for delivery in planned.deliveries:
-        request = delivery.request(BASE, TOKEN)
+        request = delivery.request(BASE, Signer(TOKEN))
         assert requests.setdefault(delivery.event, request) == request
 
 
@@ -57,7 +73,7 @@ def test_get_callbacks_are_signed_over_the_full_url() -> None:
     planned = plan(1, 200, start=START, duplicates=0)
     gets = [d for d in planned.deliveries if d.method == "GET"]
     assert gets
-    method, url, body, headers = gets[0].request(BASE, TOKEN)
+    method, url, body, headers = gets[0].request(BASE, Signer(TOKEN))
     assert (method, body) == ("GET", b"")
     assert headers["X-Twilio-Signature"] == signature(url)
     assert sorted(parse_qsl(urlsplit(url).query, keep_blank_values=True)) == sorted(gets[0].event.params)
