@@ -235,6 +235,16 @@ def markdown(results: Results) -> str:
             f"p99 {g.ack_p99_ms:.1f} ms). The workers ran {g.jobs:,} jobs, "
             f"{g.events_per_job:.1f} events per job.",
         ]
+    callstate = results.receiver("callstate")
+    paged = next((r for r in results.receivers if r.key.startswith("callstate+") and "live pages" in r.key), None)
+    if callstate is not None and paged is not None:
+        lines += [
+            "",
+            f"Live pages during wrk ({paged.key.split('+', 1)[1]}, the change stream moving): "
+            f"{paged.server_cpu_us:.0f} us of web CPU per callback against {callstate.server_cpu_us:.0f} us "
+            f"with none ({paged.server_cpu_us - callstate.server_cpu_us:+.0f} us); "
+            f"{_num(paged.rate)} against {_num(callstate.rate)} callbacks/s.",
+        ]
     if results.memory is not None:
         m = results.memory
         lines += [

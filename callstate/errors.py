@@ -17,7 +17,8 @@ table of classes and codes exists to drift.
         │   ├── InvalidCallback    400, a signed callback we cannot use (field)
         │   └── InvalidQuery       400, a read API query we cannot answer (field)
         ├── Unauthorized           401
-        ├── InvalidSignature       403
+        ├── Forbidden              403
+        │   └── InvalidSignature   403, a callback whose signature does not verify (code)
         ├── NotFound               404
         ├── MethodNotAllowed       405 with Allow
         ├── PayloadTooLarge        413
@@ -112,7 +113,13 @@ class Unauthorized(RequestRejected):
     status_code = 401
 
 
-class InvalidSignature(RequestRejected):
+class Forbidden(RequestRejected):
+    """Valid credentials that do not allow what was asked (HTTP 403)."""
+
+    status_code = 403
+
+
+class InvalidSignature(Forbidden):
     """``X-Twilio-Signature`` is missing or does not match (HTTP 403). Nothing was stored.
 
     ``code`` is the kind of failure, a label of ``callstate_signature_failures_total``:
@@ -121,8 +128,6 @@ class InvalidSignature(RequestRejected):
     ``unknown_algorithm`` (a SharedKey signature naming a key or an algorithm we do not hold), or
     ``mismatch``.
     """
-
-    status_code = 403
 
     def __init__(self, reason: str, code: str = "mismatch") -> None:
         super().__init__(reason)

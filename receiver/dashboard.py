@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from callstate import metrics, tokens
 from callstate.counters import LAG_BUCKETS
-from callstate.errors import InvalidQuery, NotFound, Unauthorized
+from callstate.errors import Forbidden, InvalidQuery, NotFound, Unauthorized
 from callstate.event import CALL_SID
 from callstate.reader import VIEWS, Change, Reader, StoredCall, check_position
 from callstate.status import PUBLISHED_STATUSES
@@ -93,9 +93,9 @@ def routes() -> list[Route]:
         token = request.query_params.get("token")
         if token is not None:
             try:
-                tokens.check(secret, token.strip())
-            except Unauthorized as exc:
-                return _login(exc.reason)
+                _whole_deployment(tokens.check(secret, token.strip()))
+            except (Unauthorized, Forbidden) as exc:
+                return _login(exc.reason, exc.status_code)
             # Relative, so that it stays under a path prefix a proxy strips (PUBLIC_BASE_URL).
             answer = RedirectResponse("dashboard", status_code=303)
             answer.set_cookie(
@@ -112,9 +112,9 @@ def routes() -> list[Route]:
             return answer
         cookie = request.cookies.get(COOKIE)
         try:
-            tokens.check(secret, cookie or "")
-        except Unauthorized as exc:
-            return _login(exc.reason if cookie else None)
+            _whole_deployment(tokens.check(secret, cookie or ""))
+        except (Unauthorized, Forbidden) as exc:
+            return _login(exc.reason if cookie else None, exc.status_code)
         return HTMLResponse(page, headers=_PAGE_HEADERS)
 
     async def asset(request: Request) -> Response:
@@ -139,8 +139,9 @@ def _cookie_path(resources: Resources) -> str:
     return f"{prefix}/dashboard"
 
 
-def _login(problem: str | None) -> HTMLResponse:
-    """401 with a form that sends the token the way the page expects it."""
+def _login(problem: str | None, status: int = 401) -> HTMLResponse:
+    """``status`` (401, or 403 for a token that may not open the page) with a form that sends the
+    token the way the page expects it."""
     said = f'<p role="alert">{html.escape(problem)}</p>' if problem else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>callstate: sign in</title>
@@ -152,7 +153,7 @@ def _login(problem: str | None) -> HTMLResponse:
 <p><button type="submit">Open the page</button></p></form>
 <p>Print a token with <code>callstate token</code> (it needs the web process's <code>SECRET_KEY</code>).</p>
 </main></body></html>"""
-    return HTMLResponse(body, status_code=401, headers=_PAGE_HEADERS)
+    return HTMLResponse(body, status_code=status, headers=_PAGE_HEADERS)
 
 
 def _authorize(request: Request) -> Resources:
@@ -161,8 +162,18 @@ def _authorize(request: Request) -> Resources:
     cookie = request.cookies.get(COOKIE, "")
     if not cookie:
         raise Unauthorized("open /dashboard?token=<read token> first")
-    tokens.check(resources.settings.secret_key, cookie)
+    _whole_deployment(tokens.check(resources.settings.secret_key, cookie))
     return resources
+
+
+def _whole_deployment(accounts: frozenset[str] | None) -> None:
+    """The page shows every account's calls (counts, lists, the change stream), so only a token
+    that may read every account opens it; a token scoped to accounts reads the read API only."""
+    if accounts is not None:
+        raise Forbidden(
+            "this read token is scoped to accounts; the live page shows every account's calls and "
+            "needs a token without --account"
+        )
 
 
 def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:

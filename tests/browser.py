@@ -19,8 +19,9 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-#: Seconds a test waits for the page to show something (a deadline, not a duration asserted).
-DEADLINE = 10.0
+#: Seconds a test waits for the page to show something: a deadline, not a duration asserted, long
+#: enough for a loaded CI machine (the page normally shows a change within a second).
+DEADLINE = 30.0
 
 T = TypeVar("T")
 

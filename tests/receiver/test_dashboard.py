@@ -145,6 +145,26 @@ class TestCookieScope:
             assert client.get(path).status_code == 401, path
 
 
+    def test_a_token_scoped_to_accounts_does_not_open_the_page(self, client: TestClient) -> None:
+        """The page shows every account's calls: a token scoped to some accounts (which the read
+        API honours) gets 403 saying why, on the token exchange and on every data route."""
+        scoped = tokens.issue(KEY, ttl=600, accounts=["AC" + "1" * 32])
+        exchange = client.get("/dashboard", params={"token": scoped}, follow_redirects=False)
+        assert exchange.status_code == 403
+        assert "scoped to accounts" in exchange.text
+        assert COOKIE not in exchange.cookies
+        client.cookies.set(COOKIE, scoped)
+        for path in (
+            "/dashboard",
+            "/dashboard/data",
+            f"/dashboard/data/calls/{call_sid(1)}",
+            "/dashboard/events",
+        ):
+            answer = client.get(path)
+            assert answer.status_code == 403, path
+            assert "scoped to accounts" in answer.text, path
+
+
 class TestData:
     def test_a_page_of_rows_counts_and_the_position_as_the_reader_sees_them(
         self, signed_in: TestClient, redis_client: redis.Redis
