@@ -236,7 +236,9 @@ def markdown(results: Results) -> str:
             f"{g.events_per_job:.1f} events per job.",
         ]
     callstate = results.receiver("callstate")
-    paged = next((r for r in results.receivers if r.key.startswith("callstate+") and "live pages" in r.key), None)
+    paged = next(
+        (r for r in results.receivers if r.key.startswith("callstate+") and "live pages" in r.key), None
+    )
     if callstate is not None and paged is not None:
         lines += [
             "",

@@ -170,8 +170,14 @@ def run_receivers(
             env = designs.environment(redis.url, SECRET_KEY=pages.SECRET_KEY)
             with running(design, redis, env, ctx.logs, ctx.cores) as server:
                 pages.fill(redis.client)
-                with pages.stream_moving(redis.client, PAGES_STREAM_RATE), pages.pages_open(server, args.pages):
-                    say(f"callstate: wrk again with {args.pages} live pages open, {PAGES_STREAM_RATE:,} changes/s")
+                with (
+                    pages.stream_moving(redis.client, PAGES_STREAM_RATE),
+                    pages.pages_open(server, args.pages),
+                ):
+                    say(
+                        f"callstate: wrk again with {args.pages} live pages open, "
+                        f"{PAGES_STREAM_RATE:,} changes/s"
+                    )
                     suffix = pages_suffix(args)
                     runs = [measure(server, redis, suffix=suffix) for _ in range(args.repeat)]
                     results.receivers.append(max(runs, key=lambda run: run.rate))

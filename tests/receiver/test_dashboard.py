@@ -144,7 +144,6 @@ class TestCookieScope:
         ):
             assert client.get(path).status_code == 401, path
 
-
     def test_a_token_scoped_to_accounts_does_not_open_the_page(self, client: TestClient) -> None:
         """The page shows every account's calls: a token scoped to some accounts (which the read
         API honours) gets 403 saying why, on the token exchange and on every data route."""
