@@ -85,8 +85,9 @@ def final(bucket: int) -> str:
 
 
 def published(bucket: int) -> str:
-    """Hash: record -> ``<version>:<status>``, the last state of each record of ``bucket``
-    published to the indexes and the stream (the outbox)."""
+    """Hash: record -> ``<version>:<status>:<mask>``, the last state of each record of ``bucket``
+    published to the indexes and the stream (the outbox), and which of the 30 versions below it
+    have their stream entry too (workers/publish.lua)."""
     return _bucket(bucket, "published")
 
 

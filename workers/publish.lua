@@ -10,6 +10,10 @@
 -- A version newer than the published one updates the indexes and adds a stream entry; an older
 -- one (a worker that committed v but published after another published v+1) only adds its
 -- stream entry, so every change has one; the published version itself is a repeat: nothing.
+-- The published value is <version>:<status>:<mask>: bit k of the mask says version - k has its
+-- stream entry, so that an older version published twice (by the worker that committed it and by
+-- another job's outbox, both after a newer one) still gets only one. Versions more than WINDOW
+-- below the published one are not remembered: they may get a second entry.
 -- Returns the number of stream entries added.
 local status_key = {}
 for i = 6, #KEYS do
@@ -36,22 +40,25 @@ local function push(groups, key, ...)
   end
 end
 
+local WINDOW = 30
+local FULL = 0x7FFFFFFF
 local added = 0
 for i = 0, count - 1 do
   local sid, version = ARGV[2 + i * 5], tonumber(ARGV[3 + i * 5])
   local status, final, score = ARGV[4 + i * 5], ARGV[5 + i * 5], ARGV[6 + i * 5]
-  local seen_version, seen_status = 0, nil
+  local seen_version, seen_status, seen_mask = 0, nil, 0
   if current[i + 1] then
-    local sep = string.find(current[i + 1], ':', 1, true)
-    seen_version = tonumber(string.sub(current[i + 1], 1, sep - 1))
-    seen_status = string.sub(current[i + 1], sep + 1)
+    local v, s, m = string.match(current[i + 1], '^(%d+):([^:]*):?(%d*)$')
+    seen_version, seen_status, seen_mask = tonumber(v), s, tonumber(m) or 0
   end
-  if version ~= seen_version then
+  if version > seen_version then
     redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[1], '*',
                'call', sid, 'version', version, 'status', status, 'final', final)
     added = added + 1
-  end
-  if version > seen_version then
+    local shift, mask = version - seen_version, 0
+    if seen_version > 0 and shift <= WINDOW then
+      mask = bit.band(bit.bor(bit.lshift(seen_mask, shift), bit.lshift(1, shift)), FULL)
+    end
     if seen_status and seen_status ~= status and status_key[seen_status] then
       push(status_rem, status_key[seen_status], sid)
     end
@@ -64,7 +71,18 @@ for i = 0, count - 1 do
       push(active_add, 'x', score, sid)
       push(final_rem, 'x', sid)
     end
-    push(published, 'x', sid, version .. ':' .. status)
+    push(published, 'x', sid, version .. ':' .. status .. ':' .. mask)
+  elseif version < seen_version then
+    local below = seen_version - version
+    if below > WINDOW or bit.band(seen_mask, bit.lshift(1, below)) == 0 then
+      redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[1], '*',
+                 'call', sid, 'version', version, 'status', status, 'final', final)
+      added = added + 1
+      if below <= WINDOW then
+        local mask = bit.bor(seen_mask, bit.lshift(1, below))
+        push(published, 'x', sid, seen_version .. ':' .. seen_status .. ':' .. mask)
+      end
+    end
   end
 end
 

@@ -147,6 +147,24 @@ class TestApply:
         published = cast(bytes, redis_client.hget(keys.published(bucket(redis_client, sid)), sid))
         assert published.split(b":")[0] == version
 
+    def test_a_version_published_twice_after_a_newer_one_gets_one_entry(
+        self, redis_client: StoreClient
+    ) -> None:
+        """Three workers racing on one call: v5 is published first, then v4 both by the worker
+        that committed it and by another job's outbox (it read v4 before v5 was written). Each
+        version gets one stream entry, whatever the order; the indexes keep the newest."""
+        sid = "CA" + "7" * 32
+        state = reduce(sid, make_history(random.Random(7), sid))
+        store = Store(redis_client, RETENTION)
+        for version in (5, 4, 4, 5, 3, 4, 3, 6, 4, 6):
+            store._publish_versions({sid: (version, state)}, {})
+        stream = keys.changes(bucket(redis_client, sid))
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(stream))
+        versions = [int(fields[b"version"]) for _, fields in entries if fields[b"call"] == sid.encode()]
+        assert sorted(versions) == [3, 4, 5, 6]
+        published = cast(bytes, redis_client.hget(keys.published(bucket(redis_client, sid)), sid))
+        assert published.split(b":")[:2] == [b"6", (state.status or "none").encode()]
+
     def test_recording_without_call_is_kept_by_recording(self, redis_client: StoreClient) -> None:
         """A recording callback naming no call is stored under its RecordingSid."""
         sid = "RE" + "7" * 32
