@@ -83,13 +83,7 @@ def history_corpus(path: Path, events: int, seed: int, duplicates: float = 0.1, 
     """About ``events`` distinct callbacks of realistic histories, plus a ``duplicates`` share of
     redeliveries, out of order. REST-sweep observations are left out: they do not come over HTTP."""
     rng = random.Random(seed)
-    histories: list[list[Event]] = []
-    total = 0
-    while total < events:
-        history = [e for e in make_history(rng, f"CA{rng.getrandbits(128):032x}") if e.source == "twilio"]
-        if history:
-            histories.append(history)
-            total += len(history)
+    histories = twilio_histories(rng, events)
     stream = arrival_order(rng, histories, window, duplicates)
     _write(path, stream)
     expected: dict[str, int] = {}
@@ -105,6 +99,19 @@ def history_corpus(path: Path, events: int, seed: int, duplicates: float = 0.1, 
             final_with_recording.append(sid)
     body_bytes = sum(len(urlencode(event.params)) for event in stream)
     return Corpus(path, len(stream), body_bytes / len(stream), expected, final_with_recording)
+
+
+def twilio_histories(rng: random.Random, events: int) -> list[list[Event]]:
+    """Realistic call histories (:func:`callstate.traffic.make_history`) of about ``events``
+    callbacks in all, without the REST-sweep observations: what comes over HTTP."""
+    histories: list[list[Event]] = []
+    total = 0
+    while total < events:
+        history = [e for e in make_history(rng, f"CA{rng.getrandbits(128):032x}") if e.source == "twilio"]
+        if history:
+            histories.append(history)
+            total += len(history)
+    return histories
 
 
 def _write(path: Path, events: Iterable[Event]) -> None:

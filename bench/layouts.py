@@ -30,26 +30,16 @@ from pathlib import Path
 
 from redis import Redis
 
+from bench.corpus import twilio_histories
 from bench.redisstack import BenchRedis
 from callstate import keys
 from callstate.event import Event
-from callstate.traffic import arrival_order, make_history
+from callstate.traffic import arrival_order
 from workers.store import Store
 
 _EVENTS = 30_000
 _SAMPLE = 600
 _START = 1_764_480_000.0
-
-
-def _histories(rng: random.Random) -> list[list[Event]]:
-    histories: list[list[Event]] = []
-    total = 0
-    while total < _EVENTS:
-        history = [e for e in make_history(rng, f"CA{rng.getrandbits(128):032x}") if e.source == "twilio"]
-        if history:
-            histories.append(history)
-            total += len(history)
-    return histories
 
 
 def _final_with_recording(histories: list[list[Event]]) -> list[str]:
@@ -71,7 +61,7 @@ def _deflater(dictionary: bytes) -> Callable[[bytes], bytes]:
 
 def main() -> None:
     rng = random.Random(1)
-    histories = _histories(rng)
+    histories = twilio_histories(rng, _EVENTS)
     stream = arrival_order(rng, histories, 500, 0.1)
     stream = [dataclasses.replace(e, received_at=_START + i * 0.0123) for i, e in enumerate(stream)]
     with tempfile.TemporaryDirectory() as directory:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
+from operator import eq
 from typing import Final
 
 #: Every parameter Twilio documents for call-status and recording-status callbacks (docs/twilio.md,
@@ -173,9 +175,15 @@ def cut_short(name: str, value: str) -> str | None:
 
 def signed_concatenation(params: Iterable[tuple[str, str]]) -> str:
     """``name + value`` of the distinct pairs in sorted order: the part of the string to sign that
-    the parameters contribute (receiver.signature builds the same string). Every re-split of a
-    callback has the same one."""
-    return "".join([name + value for name, value in sorted(set(params))])
+    the parameters contribute (receiver.signature signs it). Every re-split of a callback has the
+    same one."""
+    ordered = sorted(params)
+    # Twilio sends its parameters sorted, so sorting is one pass; a repeated pair is rare, and
+    # looking for one beside its twin costs less than hashing every value into a set (about 1 us
+    # of a callback's CPU: bench/RESULTS.md, "Micro-measurements").
+    if any(map(eq, ordered, islice(ordered, 1, None))):
+        ordered = sorted(set(ordered))
+    return "".join([name + value for name, value in ordered])
 
 
 #: What Twilio's parameter names look like (``CallSid``, ``AddOns``, ``StirVerstat``).

@@ -23,12 +23,11 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
-from operator import eq
 from types import MappingProxyType
 from typing import Any
 
 from callstate.errors import InvalidSignature
+from callstate.paramnames import signed_concatenation
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 #: Names the SharedKey and algorithm of a request signed with a Webhook SharedKey (docs/twilio.md,
@@ -312,13 +311,7 @@ def _params_message(params: Params) -> bytes:
     sorted(set(values))`` and twilio-node (docs/twilio.md, "Sorting and repeated names", vector #6).
     Sorting by ``name + value`` would be wrong (vector #15).
     """
-    ordered = sorted(params.items() if isinstance(params, Mapping) else params)
-    # Twilio sends its parameters sorted, so sorting is one pass; a repeated pair is rare, and
-    # looking for one beside its twin costs less than hashing every value into a set (about 1 us
-    # of a callback's CPU: bench/RESULTS.md, "Micro-measurements").
-    if any(map(eq, ordered, islice(ordered, 1, None))):
-        ordered = sorted(set(ordered))
-    return _encode("".join([name + value for name, value in ordered]))
+    return _encode(signed_concatenation(params.items() if isinstance(params, Mapping) else params))
 
 
 def _header_bytes(signature: str | None, algorithm: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -80,6 +81,19 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+async def eventually(
+    predicate: Callable[[], object], what: str, timeout: float = 30, poll: float = 0.01
+) -> None:
+    """:func:`wait_until` inside an event loop: poll ``predicate`` (cheap, run in the loop) every
+    ``poll`` seconds, letting other tasks run, until it is true; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(poll)
 
 
 class Process:

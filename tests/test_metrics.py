@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,17 @@ class TestJobAge:
         assert job_age(raw, NOW) == 0
 
 
+@contextmanager
+def full(client: redis.Redis) -> Iterator[None]:
+    """``client``'s Redis refusing writes for lack of memory (maxmemory 1, noeviction) meanwhile."""
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", "0")
+
+
 class TestRedisMemory:
     @pytest.mark.parametrize(
         ("used", "limit", "policy", "full"),
@@ -200,12 +213,8 @@ class TestRead:
 
     def test_a_full_redis_is_shown(self, redis_client: redis.Redis) -> None:
         """maxmemory reached under noeviction: the figures say Redis refuses writes."""
-        redis_client.config_set("maxmemory-policy", "noeviction")
-        redis_client.config_set("maxmemory", "1")
-        try:
+        with full(redis_client):
             f = read(redis_client, Reader(redis_client, clock=lambda: NOW), queue_name="callstate")
-        finally:
-            redis_client.config_set("maxmemory", "0")
         assert f.redis_memory["queue"].full
         assert f.redis_memory["queue"].limit == 1
         assert f.redis_memory["store"].full
@@ -235,13 +244,9 @@ class TestRead:
         """The store on a Redis Cluster: each master is asked, and the one nearest its limit is
         shown (any full master refuses the writes of its calls)."""
         fullest = redis_cluster.master_nodes()[1].client()
-        fullest.config_set("maxmemory-policy", "noeviction")
-        fullest.config_set("maxmemory", "1")
-        try:
+        with full(fullest):
             f = read(redis_client, Reader(cluster_client, clock=lambda: NOW), queue_name="callstate")
-        finally:
-            fullest.config_set("maxmemory", "0")
-            fullest.close()
+        fullest.close()
         assert f.redis_memory["store"].full
         assert f.redis_memory["store"].limit == 1
         assert not f.redis_memory["queue"].full

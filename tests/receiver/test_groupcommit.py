@@ -17,6 +17,7 @@ import pytest
 
 from callstate.errors import StoreUnavailable
 from receiver.groupcommit import GroupCommit
+from tests.procs import eventually
 
 T = TypeVar("T")
 HOUR = 3600.0
@@ -73,12 +74,7 @@ class Writer:
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
     """Let the event loop run until ``predicate`` holds; fail after a generous deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)
+    await eventually(predicate, what, timeout=DEADLINE, poll=0.001)
 
 
 def run(scenario: Callable[[Writer], Coroutine[Any, Any, T]]) -> T:

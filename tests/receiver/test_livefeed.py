@@ -17,6 +17,7 @@ from callstate.event import parse_callback
 from callstate.reader import Change, Reader
 from receiver import livefeed
 from receiver.livefeed import Batch, LiveFeed, Reset, Subscription, event_stream
+from tests.procs import eventually
 from tests.redisserver import RedisServer
 from tests.twiliosign import call_params, call_sid
 from workers.store import Store
@@ -32,11 +33,7 @@ def write(client: redis.Redis, sid: str, status: str, sequence: int) -> None:
 
 async def until(predicate: Callable[[], object], what: str) -> None:
     """Poll ``predicate`` (cheap, in the loop) until it holds; fail after DEADLINE seconds."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE}s waiting for {what}")
-        await asyncio.sleep(0.01)
+    await eventually(predicate, what, timeout=DEADLINE)
 
 
 async def next_batch(subscription: Subscription) -> Batch | Reset:

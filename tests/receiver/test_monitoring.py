@@ -19,7 +19,7 @@ from callstate.counters import Tally
 from callstate.jobqueue import make_queue
 from callstate.metrics import SIGNATURE_REASONS
 from receiver.monitoring import CARRY_INTERVAL, counting_writer, flush_counts_every
-from tests.procs import wait_until
+from tests.procs import eventually, wait_until
 from tests.queued import queued_events
 from tests.receiver.test_app import CALL_URL, RECORDING_URL, make_client, post
 from tests.redisserver import RedisServer, free_port
@@ -159,14 +159,13 @@ class TestWriting:
         async def scenario() -> None:
             flusher = asyncio.create_task(flush_counts_every(tally, redis_client, interval=0.05))
             try:
-                while not redis_client.exists(keys.METRICS):
-                    await asyncio.sleep(0.01)
+                await eventually(lambda: redis_client.exists(keys.METRICS), "the flusher's write", timeout=15)
             finally:
                 flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await flusher
 
-        asyncio.run(asyncio.wait_for(scenario(), 15))
+        asyncio.run(scenario())
         assert counters(redis_client) == {"callbacks:call-status:403": 1}
 
 
