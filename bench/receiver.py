@@ -134,10 +134,25 @@ def closed_loop(
 
 
 def open_loop(
-    server: Server, corpus: Corpus, *, rate: float, seconds: float, cores: Cores, offset: int = 0
+    server: Server,
+    corpus: Corpus,
+    *,
+    rate: float,
+    seconds: float,
+    cores: Cores,
+    offset: int = 0,
+    connections: int = 64,
 ) -> LoadResult:
-    """Requests at a fixed ``rate`` for ``seconds``, from line ``offset`` of ``corpus``."""
+    """Requests at a fixed ``rate`` for ``seconds``, from line ``offset`` of ``corpus``, over at
+    most ``connections`` at once (each carries one request at a time, as Twilio's do)."""
     count = min(int(rate * seconds), corpus.requests)
     return run_loadgen(
-        server.port, corpus.path, count=count, rate=rate, host=HOST, core=cores.load, offset=offset
+        server.port,
+        corpus.path,
+        count=count,
+        rate=rate,
+        host=HOST,
+        core=cores.load,
+        offset=offset,
+        connections=connections,
     )

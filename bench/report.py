@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Final
 
 from bench.drain import DrainResult, MemoryResult
 from bench.lag import LagResult
@@ -29,6 +30,8 @@ class Results:
     settings: dict[str, object]
     receivers: list[ReceiverResult] = field(default_factory=list)
     half_rate: LoadResult | None = None
+    #: The open loop at half the loopback maximum with Redis ``redis_delay_ms`` farther away.
+    half_rate_far: LoadResult | None = None
     baselines: list[BaselineResult] = field(default_factory=list)
     drain: DrainResult | None = None
     #: The same drain with Redis ``redis_delay_ms`` farther away each way.
@@ -78,8 +81,9 @@ def goals(results: Results) -> list[Goal]:
     drain, lag, half = results.drain, results.lag, results.half_rate
     vs_rq = _ratio(drain.events_per_s if drain else None, simple.jobs_per_s if simple else None)
     # Issue 12: Redis a managed service's distance away, against loopback.
-    far = next((r for r in results.receivers if r.key.startswith("callstate+Redis +")), None)
-    web_far = _ratio(far.rate if far else None, rate)
+    # The far maximum is the best far run: with 64 connections the rate is bound by the latency.
+    far = max((r.rate for r in results.receivers if r.key.startswith("callstate+Redis +")), default=None)
+    web_far = _ratio(far, rate)
     delayed = results.drain_delayed
     workers_far = _ratio(delayed.events_per_s if delayed else None, drain.events_per_s if drain else None)
 
@@ -132,6 +136,7 @@ def goals(results: Results) -> list[Goal]:
             "{:.2f}x",
             (web_far or 0) >= 0.5,
         ),
+        far_open_loop(results, rate),
         goal(
             f"workers with Redis +{results.redis_delay_ms:g} ms each way, vs loopback",
             ">= 0.5x",
@@ -147,6 +152,23 @@ def goals(results: Results) -> list[Goal]:
             bool(lag and lag.p99_ms < 50),
         ),
     ]
+
+
+#: An open loop "keeps up" when it is answered at this share of the offered rate or more (the last
+#: answers come after the schedule ends, so even a server with room to spare shows a little less).
+KEEPS_UP: Final = 0.97
+
+
+def far_open_loop(results: Results, loopback_rate: float | None) -> Goal:
+    """The open loop at half the loopback maximum with Redis farther away: all 204, kept up."""
+    name = f"receiver with Redis +{results.redis_delay_ms:g} ms each way, open loop at half the loopback max"
+    far = results.half_rate_far
+    if far is None or not loopback_rate:
+        return Goal(name, "keeps up, all 204", "not measured", None)
+    offered = loopback_rate / 2
+    only_204 = {str(status) for status in far.statuses} == {"204"}
+    measured = f"{_num(far.rate)}/s of {_num(offered)}/s, p99 {far.p99_ms:.1f} ms"
+    return Goal(name, "keeps up, all 204", measured, only_204 and far.rate >= KEEPS_UP * offered)
 
 
 def _num(value: float, digits: int = 0) -> str:
@@ -203,7 +225,8 @@ def worker_table(results: Results) -> list[str]:
 
 def markdown(results: Results) -> str:
     """The whole report: receivers, open loop, workers, lag, memory, goals, notes."""
-    lines = ["## Receiver: one web process on one core, 64 keep-alive connections (wrk)", ""]
+    title = "## Receiver: one web process on one core, wrk, 64 keep-alive connections unless the row says"
+    lines = [title, ""]
     lines += receiver_table(results)
     if results.half_rate is not None:
         h = results.half_rate
@@ -213,6 +236,15 @@ def markdown(results: Results) -> str:
             f"python load generator, {h.cpu_seconds:.1f} s CPU): p50 {h.p50_ms:.1f} ms, "
             f"p90 {h.p90_ms:.1f} ms, p99 {h.p99_ms:.1f} ms, p99.9 {h.p999_ms:.1f} ms; "
             f"answers {h.statuses}, generator at most {h.max_behind_ms:.1f} ms behind schedule.",
+        ]
+    if results.half_rate_far is not None:
+        f = results.half_rate_far
+        lines += [
+            "",
+            f"Open loop at the same rate with Redis +{results.redis_delay_ms:g} ms each way "
+            f"({_num(f.rate)} callbacks/s answered, {results.settings.get('far_connections', '?')} "
+            f"connections): p50 {f.p50_ms:.1f} ms, p90 {f.p90_ms:.1f} ms, p99 {f.p99_ms:.1f} ms, "
+            f"p99.9 {f.p999_ms:.1f} ms; answers {f.statuses}.",
         ]
     lines += ["", "## Workers", ""]
     lines += worker_table(results)

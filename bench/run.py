@@ -26,7 +26,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +38,7 @@ from bench.drain import DrainResult, drain
 from bench.lag import lag
 from bench.procs import ROOT, stop_all
 from bench.profile import Profiler
-from bench.receiver import Cores, closed_loop, open_loop, running
+from bench.receiver import Cores, ReceiverResult, closed_loop, open_loop, running
 from bench.redisstack import BenchRedis
 from bench.rqbaseline import WORKER_CLASSES, rq_baseline, sample_params
 from tests.tcpproxy import TcpProxy
@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=2.0,
         help="latency added each way to Redis for the extra web and worker rows (0: skip them)",
+    )
+    parser.add_argument(
+        "--far-connections",
+        type=int,
+        default=256,
+        help="wrk and open-loop connections with Redis farther away (64 bound the rate by latency)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the callstate web and a worker")
     parser.add_argument("--quick", action="store_true", help="short runs, small corpora: checks the harness")
@@ -185,13 +191,50 @@ def run_receivers(
                     results.receivers.append(max(closed, key=lambda run: run.rate))
                     results.receivers.append(max(opened, key=lambda run: run.rate))
         if design is designs.CALLSTATE and args.redis_delay_ms > 0:
-            with (
-                delayed_redis(redis, args.redis_delay_ms) as url,
-                running(design, redis, designs.environment(url), ctx.logs, ctx.cores) as server,
-            ):
-                say(f"callstate: wrk again with Redis {args.redis_delay_ms:g} ms away each way")
-                runs = [measure(server, redis, suffix=delay_suffix(args)) for _ in range(args.repeat)]
-                results.receivers.append(max(runs, key=lambda run: run.rate))
+            run_far(args, results, redis=redis, measure=measure, corpora=corpora, ctx=ctx)
+
+
+def run_far(
+    args: argparse.Namespace,
+    results: report.Results,
+    *,
+    redis: BenchRedis,
+    measure: Callable[..., ReceiverResult],
+    corpora: Corpora,
+    ctx: Context,
+) -> None:
+    """callstate web with Redis ``--redis-delay-ms`` farther away each way: wrk with the usual
+    connections and with ``--far-connections``, then an open loop at half the loopback maximum.
+
+    A closed loop of C connections cannot exceed C / latency (Little's law): with 64 connections
+    and a 10 ms answer that is 6,400/s whatever the server could do, so the far maximum is
+    measured with more connections, and the open loop (what Twilio sends: each callback its own
+    request, not a fixed number of clients) shows whether half the loopback rate is kept up.
+    """
+    loopback = results.receiver(designs.CALLSTATE.key)
+    with (
+        delayed_redis(redis, args.redis_delay_ms) as url,
+        running(designs.CALLSTATE, redis, designs.environment(url), ctx.logs, ctx.cores) as server,
+    ):
+        for connections in dict.fromkeys((args.connections, args.far_connections)):
+            say(f"callstate: wrk, {connections} connections, Redis {args.redis_delay_ms:g} ms away each way")
+            suffix = delay_suffix(args, connections)
+            runs = [
+                measure(server, redis, suffix=suffix, connections=connections) for _ in range(args.repeat)
+            ]
+            results.receivers.append(max(runs, key=lambda run: run.rate))
+        if loopback is not None:
+            rate = loopback.rate / 2
+            say(f"callstate: open loop at {rate:,.0f}/s, Redis {args.redis_delay_ms:g} ms away each way")
+            results.half_rate_far = open_loop(
+                server,
+                corpora.receiver,
+                rate=rate,
+                seconds=args.seconds,
+                cores=ctx.cores,
+                connections=args.far_connections,
+            )
+            say(f"callstate: {results.half_rate_far.rate:,.0f}/s, p99 {results.half_rate_far.p99_ms:.1f} ms")
 
 
 def drain_far(args: argparse.Namespace, redis: BenchRedis, corpus: Corpus, ctx: Context) -> DrainResult:
@@ -218,8 +261,8 @@ def pages_suffix(args: argparse.Namespace) -> str:
     return f"+{args.pages} live pages open"
 
 
-def delay_suffix(args: argparse.Namespace) -> str:
-    return f"+Redis +{args.redis_delay_ms:g} ms each way"
+def delay_suffix(args: argparse.Namespace, connections: int) -> str:
+    return f"+Redis +{args.redis_delay_ms:g} ms each way, {connections} connections"
 
 
 @contextlib.contextmanager
