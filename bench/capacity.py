@@ -34,7 +34,7 @@ from bench.drain import job_lines, prefill_queue, start_workers
 from bench.procs import cpu_seconds, wait_until
 from bench.receiver import Cores
 from bench.redisstack import BenchRedis
-from callstate import keys
+from callstate import eventset, keys
 from tests.rediscluster import RedisClusterServer
 
 
@@ -181,7 +181,8 @@ def _complete_calls(store: redis.Redis | RedisCluster, corpus: Corpus) -> int:
     """Calls whose state exists and whose event set holds every distinct event sent."""
     complete = 0
     for sid, expected in corpus.expected_events.items():
-        if store.hlen(keys.events(sid)) == expected and store.hexists(keys.call(sid), "state"):
+        events, state = store.hmget(keys.call(sid), "events", "state")
+        if state is not None and len(eventset.load(events)) == expected:
             complete += 1
     return complete
 

@@ -29,7 +29,7 @@ from bench.procs import Child, wait_until
 from bench.profile import Profile, Profiler
 from bench.receiver import Cores
 from bench.redisstack import BenchRedis
-from callstate import keys
+from callstate import eventset, keys
 
 #: Keys whose memory is shared by every call (callstate.keys): every key with a global hash tag,
 #: ``{callstate}`` or a bucket's ``{callstate:<bucket>}``.
@@ -200,13 +200,11 @@ def _check(redis: BenchRedis, corpus: Corpus) -> tuple[int, int]:
     sids = list(corpus.expected_events)
     pipe = redis.client.pipeline(transaction=False)
     for sid in sids:
-        pipe.hlen(keys.events(sid))
-        pipe.hexists(keys.call(sid), "state")
-    replies = pipe.execute()
+        pipe.hmget(keys.call(sid), "events", "state")
     complete = sum(
         1
-        for i, sid in enumerate(sids)
-        if replies[2 * i] == corpus.expected_events[sid] and replies[2 * i + 1]
+        for sid, (events, state) in zip(sids, pipe.execute(), strict=True)
+        if state is not None and len(eventset.load(events)) == corpus.expected_events[sid]
     )
     return complete, len(sids) - complete
 

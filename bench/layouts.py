@@ -1,20 +1,13 @@
-"""What other store layouts would cost in Redis memory: the evidence for issue 13's next step.
+"""Where a final call's bytes go in the store (schema 3): the evidence behind issue 13's figures.
 
 Run ``PYTHONPATH=. .venv/bin/python -m bench.layouts`` from the repository root (about a minute, its
 own redis-server; bench/RESULTS.md, "Memory per call"). It stores about 30,000 realistic callbacks
 (:func:`callstate.traffic.make_history`, out of order, 10% redelivered, each with a delivery time)
 through the real :class:`workers.store.Store`, then takes 600 final calls with a recording and
-writes their data again under alternative layouts, into scratch keys of the same server, measuring
-each with ``MEMORY USAGE ... SAMPLES 0`` as the bench measures the real one:
-
-* ``today``: the call hash, the event set and the deliveries hash (schema 2);
-* ``state deflated``: the call hash with its ``state`` compressed by raw DEFLATE with a preset
-  dictionary of 32 KB of other calls' states (zlib's ``zdict``; readers would need the dictionary);
-* ``+ events in the call hash``: the same, the event set's fields moved into the call hash;
-* ``deliveries, one field per event``: ``<count> <first>`` per slot instead of two fields.
-
-None of these is the product's layout: they are measured so that a change of the schema is chosen
-on figures, not guesses. The indexes and the change stream are measured as they are.
+reports, per call, ``MEMORY USAGE ... SAMPLES 0`` of the call hash (as the bench measures it), the
+sizes of its compressed ``state`` and ``events`` against their uncompressed bytes, what the call
+hash would weigh with both stored uncompressed (scratch keys as long as the real ones), and each
+global key's share.
 """
 
 from __future__ import annotations
@@ -23,16 +16,15 @@ import dataclasses
 import os
 import random
 import tempfile
-import zlib
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from redis import Redis
 
 from bench.corpus import twilio_histories
 from bench.redisstack import BenchRedis
-from callstate import keys
+from callstate import compression, eventset, keys
 from callstate.event import Event
 from callstate.traffic import arrival_order
 from workers.store import Store
@@ -49,14 +41,6 @@ def _final_with_recording(histories: list[list[Event]]) -> list[str]:
         if any(e.kind == "recording" for e in history)
         and any(e.kind == "call" and e.get("CallDuration") is not None for e in history)
     ]
-
-
-def _deflater(dictionary: bytes) -> Callable[[bytes], bytes]:
-    def deflate(data: bytes) -> bytes:
-        compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
-        return compressor.compress(data) + compressor.flush()
-
-    return deflate
 
 
 def main() -> None:
@@ -80,53 +64,40 @@ def main() -> None:
 def _measure(redis: Redis, histories: list[list[Event]]) -> None:
     finals = _final_with_recording(histories)
     sample = random.Random(0).sample(finals, min(_SAMPLE, len(finals)))
-    chosen = set(sample)
-    others = [str(h[0].call_sid) for h in histories if h[0].call_sid not in chosen][:500]
-    trained = [s for s in (redis.hget(keys.call(sid), "state") for sid in others) if s]
-    deflate = _deflater(b"".join(trained)[-32_768:])
 
     def usage(key: str) -> int:
         return int(redis.memory_usage(key, samples=0) or 0)
 
     total: Counter[str] = Counter()
     for sid in sample:
-        call, events, deliveries = keys.of_record(sid)
-        state = redis.hget(call, "state") or b""
-        event_set = redis.hgetall(events)
-        counted = redis.hgetall(deliveries)
-        total["state JSON, bytes"] += len(state)
-        total["state deflated, bytes"] += len(deflate(state))
-        total["today: call hash"] += usage(call)
-        total["today: event set"] += usage(events)
-        total["today: deliveries"] += usage(deliveries)
-        # A scratch key as long as the real ones, so that the key's own bytes compare.
+        [call] = keys.of_record(sid)
+        stored = cast(dict[bytes, bytes], redis.hgetall(call))
+        state, events = compression.state_json(stored[b"state"]), eventset.load(stored[b"events"])
+        total["call hash (MEMORY USAGE)"] += usage(call)
+        total["state, compressed"] += len(stored[b"state"])
+        total["state, JSON"] += len(state)
+        total["events, compressed"] += len(stored[b"events"])
+        total["events, uncompressed"] += len(eventset.serialize(events))
+        total["event count"] += len(events)
+        # A scratch key as long as the real one, so that the key's own bytes compare.
         scratch = call.replace(keys.PREFIX, "x" * len(keys.PREFIX), 1)
-        redis.delete(scratch)
-        redis.hset(scratch, mapping={"state": deflate(state), "version": 5})
-        total["state deflated: call hash"] += usage(scratch)
-        redis.hset(scratch, mapping=event_set)
-        total["+ events in the call hash"] += usage(scratch)
-        redis.delete(scratch)
-        merged = {
-            slot: count + b" " + counted.get(slot + b"|first", b"")
-            for slot, count in counted.items()
-            if not slot.endswith(b"|first")
-        }
-        if merged:
-            redis.hset(scratch, mapping=merged)
-        total["deliveries, one field per event"] += usage(scratch)
+        redis.hset(scratch, mapping={**stored, b"state": state, b"events": eventset.serialize(events)})
+        total["call hash, both uncompressed"] += usage(scratch)
         redis.delete(scratch)
     shared: Counter[str] = Counter()
     for key in redis.scan_iter(f"{keys.PREFIX}:{{{keys.PREFIX}*", 1000):
         name = key.decode().rsplit("}:", 1)[-1].split(":", 1)[0]
         shared[name] += usage(key.decode())
     calls = len(histories)
-    print(f"{len(sample)} final calls with a recording, of {calls:,} calls; bytes per call:")
+    print(f"{len(sample)} final calls with a recording, of {calls:,} calls; per call:")
     for what, value in total.items():
-        print(f"  {what:<36}{value / len(sample):>8,.0f}")
+        print(f"  {what:<36}{value / len(sample):>8,.1f}")
     for name, value in sorted(shared.items()):
         print(f"  share of {name:<27}{value / calls:>8,.0f}")
-    print(f"  share of every global key{'':<11}{sum(shared.values()) / calls:>8,.0f}")
+    global_share = sum(shared.values()) / calls
+    print(f"  share of every global key{'':<11}{global_share:>8,.0f}")
+    per_call = total["call hash (MEMORY USAGE)"] / len(sample) + global_share
+    print(f"  total per final call{'':<16}{per_call:>8,.0f}")
 
 
 if __name__ == "__main__":

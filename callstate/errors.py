@@ -11,6 +11,7 @@ table of classes and codes exists to drift.
     CallstateError
     ├── ConfigError                a variable is missing or malformed (start-up)
     ├── StoreConflict              a job lost its compare-and-set too often (RQ retries it)
+    ├── UnreadableValue            a stored value this version cannot decode
     ├── UnusableAnswer             Twilio's REST API answered something we cannot use
     └── RequestRejected            an HTTP request we refuse (status_code, headers, reason)
         ├── BadRequest             400
@@ -57,6 +58,11 @@ class StoreConflict(CallstateError):
     def __init__(self, calls: int) -> None:
         super().__init__(f"{calls} calls kept changing under this job")
         self.calls = calls
+
+
+class UnreadableValue(CallstateError):
+    """A value read from the store cannot be decoded: not a zstd frame, a dictionary this version
+    does not ship, or an event set cut short. Written by a newer callstate, or not by callstate."""
 
 
 class UnusableAnswer(CallstateError):

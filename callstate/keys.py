@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 #: Version of the layout documented in docs/redis-schema.md, stored at :data:`SCHEMA`.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 PREFIX: Final = "callstate"
 
@@ -34,14 +34,10 @@ METRICS: Final = f"{PREFIX}:{{callstate}}:metrics"
 
 
 def call(record: str) -> str:
-    """Hash: ``state`` (JSON), ``version`` (int) of one call record (a CallSid, or
-    ``<CallSid>:<tenant AccountSid>``)."""
+    """Hash of one call record (a CallSid, or ``<CallSid>:<tenant AccountSid>``): ``state`` (the
+    JSON, compressed: callstate.compression), ``version`` (int) and ``events`` (its event set with
+    the deliveries: callstate.eventset)."""
     return f"{PREFIX}:call:{{{record}}}"
-
-
-def events(record: str) -> str:
-    """Hash: slot -> encoded event (workers.codec); the record's distinct events."""
-    return f"{PREFIX}:events:{{{record}}}"
 
 
 def record(call_sid: str, tenant: str | None = None) -> str:
@@ -49,18 +45,19 @@ def record(call_sid: str, tenant: str | None = None) -> str:
     return call_sid if tenant is None else f"{call_sid}:{tenant}"
 
 
-def deliveries(record: str) -> str:
-    """Hash: event-set field -> deliveries counted; ``<field>|first`` -> first received (Unix s)."""
-    return f"{PREFIX}:deliveries:{{{record}}}"
+def of_record(record: str) -> tuple[str, ...]:
+    """Every key one call record owns (its call hash: schema 3 keeps everything there)."""
+    return (call(record),)
 
 
-def of_record(record: str) -> tuple[str, str, str]:
-    """Every key one call record owns: its call hash, event set and deliveries hash."""
-    return call(record), events(record), deliveries(record)
+def dictionary(dictionary_id: int) -> str:
+    """String: the zstd dictionary ``dictionary_id`` that stored values name (callstate.compression)."""
+    return f"{PREFIX}:{{callstate}}:dictionary:{dictionary_id}"
 
 
 def orphan_recording(recording_sid: str) -> str:
-    """Hash like :func:`events`, for a recording callback that names no call (conferences)."""
+    """Hash: slot -> stored event (workers.codec), for recording callbacks that name no call
+    (conferences)."""
     return f"{PREFIX}:recording:{{{recording_sid}}}"
 
 

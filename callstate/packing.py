@@ -111,7 +111,7 @@ def pack(event: Event) -> bytes:
         _text(out, event.source)
     if event.tenant is not None:
         _text(out, event.tenant)
-    _varint(out, len(event.params))
+    write_varint(out, len(event.params))
     seen: dict[str, int] = {}
     url = _recording_url(event) if event.kind == "recording" else None
     for position, (name, value) in enumerate(event.params):
@@ -126,7 +126,7 @@ def pack(event: Event) -> bytes:
         earlier = seen.get(value)
         if earlier is not None:
             out.append(_SAME)
-            _varint(out, earlier)
+            write_varint(out, earlier)
             continue
         if value == url and name == "RecordingUrl":
             out.append(_RECORDING_URL)
@@ -196,16 +196,16 @@ def _shortcut(out: bytearray, value: str) -> bool:
         and (first != "0" or size == 1)
     ):
         out.append(_INT)
-        _varint(out, int(value))
+        write_varint(out, int(value))
     elif first == "+" and _E164.fullmatch(value):
         out.append(_PHONE)
-        _varint(out, int(value[1:]))
+        write_varint(out, int(value[1:]))
     elif size == 34 and (sid := _SID_PATTERN.fullmatch(value)) is not None:
         out.append(_SID + _SID_PREFIXES.index(sid.group(1)))
         out += bytes.fromhex(sid.group(2))
     elif size == 31 and (seconds := _twilio_time(value)) is not None:
         out.append(_TIME)
-        _varint(out, seconds)
+        write_varint(out, seconds)
     else:
         return False
     return True
@@ -239,7 +239,8 @@ def _format_time(seconds: int) -> str:
     )
 
 
-def _varint(out: bytearray, number: int) -> None:
+def write_varint(out: bytearray, number: int) -> None:
+    """Append ``number`` (>= 0) to ``out`` as a little-endian base-128 varint."""
     while number >= 0x80:
         out.append((number & 0x7F) | 0x80)
         number >>= 7
@@ -250,7 +251,7 @@ def _text(out: bytearray, text: str) -> None:
     # surrogatepass: a form value may hold a lone surrogate (an escaped %ED%A0%80 is not one, but
     # Python's form decoding can produce them); it must come back as it went in.
     raw = text.encode("utf-8", "surrogatepass")
-    _varint(out, len(raw))
+    write_varint(out, len(raw))
     out += raw
 
 
@@ -258,7 +259,7 @@ def _unpack(data: bytes) -> Event:
     """:func:`unpack` without the error translation: one pass, local variables (it runs for every
     stored event a job reads)."""
     kind, source, tenant, at = _read_header(data)
-    count, at = _read_varint(data, at)
+    count, at = read_varint(data, at)
     params: list[tuple[str, str]] = []
     url_at: list[int] = []
     names, words = NAMES, WORDS
@@ -321,7 +322,7 @@ def _read_value(data: bytes, at: int, tag: int, params: list[tuple[str, str]]) -
         return _SID_PREFIXES[tag - _SID] + raw.hex(), at + 16
     if tag == _TEXT:
         return _read_text(data, at)
-    number, at = _read_varint(data, at)
+    number, at = read_varint(data, at)
     read = _NUMBERS.get(tag)
     if read is not None:
         return read(number), at
@@ -337,7 +338,8 @@ _NUMBERS: Final[dict[int, Callable[[int], str]]] = {
 }
 
 
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at ``data[at:]`` and the position after it (IndexError if it runs past the end)."""
     byte = data[at]
     if byte < 0x80:
         return byte, at + 1
@@ -352,7 +354,7 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 def _read_text(data: bytes, at: int) -> tuple[str, int]:
-    length, at = _read_varint(data, at)
+    length, at = read_varint(data, at)
     raw = data[at : at + length]
     if len(raw) != length:
         raise IndexError("text runs past the end")

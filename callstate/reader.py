@@ -34,7 +34,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from callstate import keys
+from callstate import compression, eventset, keys
 from callstate.buckets import merged_page, read_count
 from callstate.buckets import total as bucket_total
 from callstate.connection import StoreClient, StoreHandle
@@ -209,30 +209,24 @@ class Reader:
             if state is None or version is None:
                 out.append(None)
             else:
-                out.append(StoredCall(sid, int(version), orjson.loads(state)))
+                out.append(StoredCall(sid, int(version), orjson.loads(compression.state_json(state))))
         return out
 
     def deliveries(self, sid: str) -> dict[tuple[int | None, str | None], int]:
         """How often Twilio delivered each call event of ``sid``, by (SequenceNumber, CallStatus),
-        the identity of an entry of the state's ``events``: the counts of docs/redis-schema.md,
-        "`callstate:deliveries:{<record>}` (hash)", added up over the event-set slots of one
-        identity. Empty when the store keeps no counts for the call."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.events(sid))
-        pipe.hgetall(keys.deliveries(sid))
-        stored, counts = cast(tuple[dict[bytes, bytes], dict[bytes, bytes]], pipe.execute())
+        the identity of an entry of the state's ``events``: the counts of the event set
+        (docs/redis-schema.md, "The event set"), added up over its slots of one identity. Empty
+        when the store has no events of the call."""
+        stored = cast(bytes | None, self.redis.hget(keys.call(sid), "events"))
         out: dict[tuple[int | None, str | None], int] = {}
-        for field, value in stored.items():
-            count = counts.get(field)
-            if count is None:
-                continue
+        for entry in eventset.load(stored).values():
             # The value: PREFERENCE bytes of the slot's preference, then the packed event.
-            event = unpack(value[PREFERENCE:])
+            event = unpack(entry.value[PREFERENCE:])
             if event.kind != "call":
                 continue
             params = dict(event.params)
             identity = (parse_sequence_number(params.get("SequenceNumber")), params.get("CallStatus"))
-            out[identity] = out.get(identity, 0) + int(count)
+            out[identity] = out.get(identity, 0) + entry.deliveries
         return out
 
     def page(self, view: View | str, *, offset: int = 0, limit: int = 50) -> Page:

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callstate import keys, tokens
+from callstate import compression, keys, tokens
 from callstate.buckets import merged_page
 from callstate.connection import StoreClient, StoreHandle
 from callstate.errors import Conflict, InvalidQuery, NotFound
@@ -56,7 +56,8 @@ def _states(redis: StoreClient, records: Sequence[str]) -> list[bytes | None]:
     pipe = redis.pipeline(transaction=False)
     for record in records:
         pipe.hget(keys.call(record), "state")
-    return cast(list[bytes | None], pipe.execute())
+    stored = cast(list[bytes | None], pipe.execute())
+    return [None if state is None else compression.state_json(state) for state in stored]
 
 
 def _json(body: bytes) -> Response:

@@ -13,8 +13,8 @@ import httpx2 as httpx
 import pytest
 import redis
 
-from callstate import keys
 from callstate.traffic import make_history
+from tests import storedcall
 from tests.procs import environment, start_web, start_worker, wait_until
 from tests.rediscluster import RedisClusterServer
 from tests.redisserver import RedisServer, free_port
@@ -82,11 +82,11 @@ def test_a_master_killed_mid_traffic_loses_no_acknowledged_callback(
 
         def reconciled(sid: str) -> bool:
             expected = reduce(sid, histories[sid]).to_json()
-            return store.hget(keys.call(sid), "state") == expected
+            return storedcall.state_json(store, sid) == expected
 
         wait_until(lambda: all(reconciled(sid) for sid in acknowledged), 120, "every call to be reconciled")
         for sid in acknowledged:
-            assert store.hlen(keys.events(sid)) == len({event.slot() for event in histories[sid]})
+            assert len(storedcall.events(store, sid)) == len({event.slot() for event in histories[sid]})
         assert victim.process is None
         masters = [node for node in cluster.live_nodes() if node.role() == "master"]
         assert len(masters) == 3

@@ -7,10 +7,9 @@ import subprocess
 from pathlib import Path
 
 import httpx2 as httpx
-import orjson
 import redis
 
-from callstate import keys
+from tests import storedcall
 from tests.procs import environment, procfile, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import ACCOUNT, TOKEN, call_params, call_sid, form_request
@@ -94,7 +93,7 @@ def test_out_of_order_callbacks_are_reconciled_and_readable(
     assert [(r["status"], r["duration"]) for r in state["recordings"]] == [("completed", 14)]
     assert [c["sid"] for c in listed] == [sid]
     # The API serves the bytes the workers stored for dashboards.
-    assert orjson.loads(redis_client.hget(keys.call(sid), "state") or b"") == state
+    assert storedcall.state(redis_client, sid) == state
     # Both processes stopped cleanly on SIGTERM (uvicorn re-raises the signal once it has shut
     # down gracefully, so its status is -SIGTERM), and neither logged a phone number or a token.
     assert web_code in (0, -signal.SIGTERM)

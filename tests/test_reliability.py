@@ -19,11 +19,12 @@ import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from callstate import keys
+from callstate import compression, keys
 from callstate.connection import StoreClient
 from callstate.event import Event
 from callstate.jobqueue import JOB_TIMEOUT, RETRY_INTERVALS, OrjsonSerializer, enqueue_events, make_queue
 from callstate.traffic import make_history
+from tests import storedcall
 from tests.procs import Process, environment, procfile, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.twiliosign import TOKEN, call_params, call_sid, form_request
@@ -53,10 +54,7 @@ def histories(count: int, seed: int) -> dict[str, list[Event]]:
 
 def fully_applied(client: StoreClient, calls: dict[str, list[Event]]) -> bool:
     """Every call's stored state is the reduction of all of its events."""
-    pipe = client.pipeline(transaction=False)
-    for sid in calls:
-        pipe.hget(keys.call(sid), "state")
-    states = pipe.execute()
+    states = storedcall.states_json(client, list(calls))
     return all(
         state == reduce(sid, events).to_json()
         for (sid, events), state in zip(calls.items(), states, strict=True)
@@ -328,9 +326,9 @@ class TestReplay:
         Store(store_client, RETENTION).apply([e for history in calls.values() for e in history])
         first, second = list(calls)[:2]
         for sid in (first, second):
-            stale: dict[str, Any] = orjson.loads(cast(bytes, store_client.hget(keys.call(sid), "state")))
+            stale: dict[str, Any] = storedcall.state(store_client, sid)
             stale["status"] = "queued"
-            store_client.hset(keys.call(sid), "state", orjson.dumps(stale))
+            store_client.hset(keys.call(sid), "state", compression.store_state(orjson.dumps(stale)))
         command = [*procfile()["worker"][:-1], "replay"]
         one = subprocess.run([*command, first], env=env, capture_output=True, text=True, check=True)
         assert "replayed 1 call(s), 1 changed" in one.stdout

@@ -34,6 +34,7 @@ from callstate.counters import event_field
 from callstate.event import Event
 from callstate.paramnames import KNOWN
 from callstate.traffic import make_history
+from tests import storedcall
 from tests.procs import Process, environment, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.resplits import resplits
@@ -119,8 +120,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def stored(client: redis.Redis, record: str) -> dict[str, Any]:
     """Everything stored about one call record, byte for byte."""
     return {
-        "call": client.hgetall(keys.call(record)),
-        "events": client.hgetall(keys.events(record)),
+        **storedcall.content(client, record),
         "published": client.hget(keys.published(0), record),
     }
 
@@ -150,7 +150,7 @@ class TestResplits:
             assert service.post(event.kind, event.params).status_code == 204
         service.drain()
         before = stored(service.redis, sid)
-        assert before["call"], "the genuine history was not stored"
+        assert before["state"], "the genuine history was not stored"
 
         captured = [
             next(e for e in history if e.kind == "call" and e.status == "completed"),
@@ -258,7 +258,7 @@ class TestFlood:
 
         wait_until(reconciled, timeout=15, what="the legitimate call behind the flood")
         service.drain()
-        assert service.redis.hlen(keys.events(flooded)) == CAP
+        assert len(storedcall.events(service.redis, flooded)) == CAP
         counted = int(cast(bytes, service.redis.hget(keys.METRICS, OVER_CAP_FIELD))) - counted_before
         assert counted == floods - CAP
         assert '"event":"events_over_cap"' in service.worker.output()

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-import orjson
 import pytest
 import redis
 
@@ -20,6 +19,7 @@ from callstate import keys
 from callstate.connection import NAME_PREFIX, tls_options
 from callstate.errors import ConfigError
 from callstate.settings import Settings
+from tests import storedcall
 from tests.procs import ROOT, Process, callstate, environment, procfile, start_web, start_worker, wait_until
 from tests.redisserver import RedisServer, free_port
 from tests.tlscerts import ServerCert, ca_signed, self_signed
@@ -161,7 +161,7 @@ def test_callback_goes_through_web_and_worker_over_tls(heroku_like: RedisServer,
         answer = httpx.post(base + "/twilio/call-status", content=body, headers=headers)
         assert answer.status_code == 204, answer.text
         wait_until(lambda: client.hget(keys.call(sid), "state") is not None, what="the state")
-        state = orjson.loads(client.hget(keys.call(sid), "state") or b"{}")
+        state = storedcall.state(client, sid)
         assert state["status"] == "completed"
     finally:
         assert worker.stop() == 0, worker.output()

@@ -3,9 +3,10 @@
 A stored value is the event's :meth:`~callstate.event.Event.preference` as bytes
 (:data:`PREFERENCE_WIDTH` bytes: its 22 hex digits, two to a byte, which keeps their order) followed
 by the event's packed form (:mod:`callstate.packing`, about a fifth of its JSON); the field is its
-:meth:`~callstate.event.Event.slot`. The add script (``add.lua``) compares the first
-:data:`PREFERENCE_WIDTH` bytes of two values sharing a slot and keeps the greater, so that prefix
-must sort like :meth:`Event.preference`; what follows it is this module's business alone
+:meth:`~callstate.event.Event.slot`. Adding events (:func:`callstate.eventset.add`, and
+``add.lua`` for recordings that name no call) compares the first :data:`PREFERENCE_WIDTH` bytes of
+two values sharing a slot and keeps the greater, so that prefix must sort like
+:meth:`Event.preference`; what follows it is this module's business alone
 (docs/redis-schema.md, "Re-splits"; the packed form: docs/redis-schema.md, "The packed event").
 """
 

@@ -31,9 +31,9 @@ class Replayed:
 
 
 def stored_call_sids(store: Store) -> Iterator[str]:
-    """Every call record (CallSid, or CallSid:tenant) with stored events, by scanning the event-set
-    keys (no index is trusted)."""
-    pattern = keys.events("*")
+    """Every call record (CallSid, or CallSid:tenant) in the store, by scanning the call hashes (no
+    index is trusted)."""
+    pattern = keys.call("*")
     prefix, suffix = pattern.split("*")
     for raw in store.redis.scan_iter(match=pattern, count=1000):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -55,7 +55,7 @@ def replay(
     while chunk := list(islice(sids, CHUNK)):
         with store.redis.pipeline(transaction=False) as pipe:
             for sid in chunk:
-                pipe.exists(keys.events(sid))
+                pipe.hexists(keys.call(sid), "events")
             present = pipe.execute()
         known = [sid for sid, exists in zip(chunk, present, strict=True) if exists]
         done.unknown += [sid for sid, exists in zip(chunk, present, strict=True) if not exists]

@@ -3,22 +3,23 @@
 :meth:`Store.apply` takes a batch of events and, per call record (:meth:`Event.record`: the CallSid,
 with the tenant's AccountSid when a subaccount's token verified the events):
 
-1. adds them to the record's event set with ``add.lua``: one event per slot
-   (:meth:`Event.slot`; a duplicate or a re-split changes nothing unless it is preferred,
-   :meth:`Event.preference`), at most ``max_events`` slots per record; and reads the set back with
-   the stored state, pipelined for the whole batch;
-2. reduces the set to a state (pure: :func:`workers.reduce.reduce`);
-3. writes the state only if it changed, with a compare-and-set on the call's version (a Lua script
-   that touches only that call's keys), retrying the calls whose version moved under it;
+1. reads each record's event set, state and version (one field each of its call hash), and the
+   published version of each, pipelined for the whole batch;
+2. adds the events to the set (:func:`callstate.eventset.add`: one event per slot,
+   :meth:`Event.slot`; a duplicate or a re-split changes nothing but the delivery count unless it
+   is preferred, :meth:`Event.preference`; at most ``max_events`` slots per record) and reduces the
+   set to a state (pure: :func:`workers.reduce.reduce`);
+3. writes the set, and the state if it changed, with a compare-and-set on the set and the version
+   read (a Lua script that touches only that call's hash), retrying the calls that moved under it;
 4. publishes every new version to the global indexes and the change stream with one script per
    batch that skips versions already published; the batch's counters (events new and duplicate,
    state changes, the lag histogram: :mod:`callstate.counters`) go in the same round trip, or
    alone when there is nothing to publish.
 
-Why it is safe with any number of workers, any order and any repeats: the event set only grows;
-a state is written only over the version it was computed from, so a write based on a stale read
-fails and is recomputed from a fresher read; the last successful write was computed from a set that
-includes every event whose writer saw no change. Step 4 is idempotent and ordered by version, and
+Why it is safe with any number of workers, any order and any repeats: the event set only grows,
+and set and state are written together, only over the set and version they were computed from, so
+a write based on a stale read fails and is recomputed from a fresher read: the stored state is
+always the reduction of the stored set. Step 4 is idempotent and ordered by version, and
 the ``published`` hash is the outbox: a version written but never published (a worker died between
 3 and 4, or the publish failed) is published when the job is retried (RQ retries a job that
 raised or whose worker died) or by the next job that touches the call.
@@ -37,7 +38,7 @@ from typing import Any, Final
 import orjson
 from redis.cluster import RedisCluster
 
-from callstate import keys
+from callstate import compression, eventset, keys
 from callstate.buckets import CLUSTER_BUCKETS, bucket_of, read_count
 from callstate.connection import StoreClient
 from callstate.counters import add_lags, event_field, state_change_field
@@ -112,9 +113,37 @@ def tenant_of(record: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    events: list[Event]
+    """One record as read: its event set (decoded, and as stored, for the compare-and-set), its
+    state's JSON and its version."""
+
+    entries: dict[str, eventset.Entry]
+    stored_events: bytes | None
     state: bytes | None
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """What one record's compare-and-set writes: the set (``None``: unchanged), the state JSON
+    (``None``: unchanged), and what adding the events did."""
+
+    events: bytes | None
+    state: bytes | None
+    added: eventset.Added
+
+
+#: The call hash's fields a job reads, in this order (docs/redis-schema.md).
+_FIELDS: Final = ("events", "state", "version")
+
+
+def _parse_read(reply: list[bytes | None]) -> _Read:
+    stored_events, state, version = reply
+    return _Read(
+        entries=eventset.load(stored_events),
+        stored_events=stored_events,
+        state=None if state is None else compression.state_json(state),
+        version=0 if version is None else int(version),
+    )
 
 
 def _script(name: str) -> str:
@@ -136,12 +165,15 @@ class Store:
         self.max_events = max_events
         self.clock = clock
         self._add = redis.register_script(_script("add.lua"))
-        self._commit = redis.register_script(_script("commit.lua"))
+        self._commit_script = redis.register_script(_script("commit.lua"))
         self._publish = redis.register_script(_script("publish.lua"))
         self._buckets: int | None = None
 
     def write_schema_version(self) -> None:
-        """Write the schema version, and the bucket count if the store has none yet."""
+        """Write the schema version, the compression dictionaries readers need, and the bucket
+        count if the store has none yet."""
+        for dictionary_id in compression.DICTIONARIES:
+            self.redis.set(keys.dictionary(dictionary_id), compression.dictionary_bytes(dictionary_id))
         self.redis.set(keys.SCHEMA, keys.SCHEMA_VERSION)
         self._buckets = self._bucket_count()
 
@@ -203,57 +235,69 @@ class Store:
     ) -> dict[str, tuple[int, CallState]]:
         """Steps 1 to 3 for ``by_call``, counted in ``result``; the versions to publish."""
         result.calls = len(by_call)
-        reads, published = self._add_and_read(by_call, result)
+        additions = {sid: [self._addition(event) for event in events] for sid, events in by_call.items()}
+        reads, published = self._read(list(by_call))
         to_publish: dict[str, tuple[int, CallState]] = {}
-        pending = set(by_call)
+        pending = list(by_call)
         for _ in range(MAX_CAS_ROUNDS):
-            states = {sid: reduce(call_sid_of(sid), reads[sid].events, tenant_of(sid)) for sid in pending}
+            writes: dict[str, _Write] = {}
+            states: dict[str, CallState] = {}
             for sid in pending:
-                # Outbox: a version written but never published (its worker died) goes out now.
                 read = reads[sid]
+                # Outbox: a version written but never published (its worker died) goes out now.
                 if read.state is not None and read.version > published.get(sid, 0):
                     to_publish[sid] = (read.version, CallState.from_json(read.state))
-            encoded = {sid: state.to_json() for sid, state in states.items()}
-            writes = {sid: raw for sid, raw in encoded.items() if raw != reads[sid].state}
-            won = self._commit_states(writes, reads, states)
+                states[sid], write = self._prepare(sid, read, additions[sid])
+                if write.events is not None or write.state is not None:
+                    writes[sid] = write
+            won = self._commit(writes, reads, states)
             for sid, version in won.items():
+                write = writes[sid]
+                self._count_added(write.added, result, call_sid=call_sid_of(sid), tenant=tenant_of(sid))
+                if write.state is None:
+                    continue
                 to_publish[sid] = (version, states[sid])
                 result.changed.append(sid)
                 change = state_change_field(states[sid].status or NO_STATUS)
                 result.counts[change] = result.counts.get(change, 0) + 1
-            pending = set(writes) - set(won)
+            pending = [sid for sid in writes if sid not in won]
             if not pending:
                 break
             result.conflicts += len(pending)
-            # Read the losers again (no events to add this time).
-            reads |= self._add_and_read({sid: [] for sid in pending}, result)[0]
+            reads |= self._read(pending)[0]
         else:
             raise StoreConflict(len(pending))
         return to_publish
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _add_and_read(
-        self, by_call: dict[str, list[Event]], result: ApplyResult
-    ) -> tuple[dict[str, _Read], dict[str, int]]:
-        sids = list(by_call)
-        commands: list[Command] = []
-        for sid in sids:
-            if by_call[sid]:
-                commands.append(self._add_command(keys.events(sid), by_call[sid], keys.deliveries(sid)))
-            commands.append(Command(keys.events(sid), ("HGETALL", keys.events(sid))))
-            commands.append(Command(keys.call(sid), ("HMGET", keys.call(sid), "state", "version")))
+    def _prepare(self, sid: str, read: _Read, additions: list[eventset.Addition]) -> tuple[CallState, _Write]:
+        """Step 2 for one record: its new state, and what to write (pure, given ``read``)."""
+        entries = dict(read.entries)
+        added = eventset.add(entries, additions, cap=self.max_events, width=codec.PREFERENCE_WIDTH)
+        events = [codec.decode(entry.value) for entry in entries.values()]
+        state = reduce(call_sid_of(sid), events, tenant_of(sid))
+        raw = state.to_json()
+        return state, _Write(
+            events=eventset.dump(entries) if additions else None,
+            state=raw if raw != read.state else None,
+            added=added,
+        )
+
+    @staticmethod
+    def _addition(event: Event) -> eventset.Addition:
+        return eventset.Addition(codec.field(event), codec.encode(event), event.received_at)
+
+    def _read(self, sids: list[str]) -> tuple[dict[str, _Read], dict[str, int]]:
+        """Step 1: each record's call hash, and its published version, in one round trip."""
+        commands = [Command(keys.call(sid), ("HMGET", keys.call(sid), *_FIELDS)) for sid in sids]
         by_bucket: dict[int, list[str]] = defaultdict(list)
         for sid in sids:
             by_bucket[self.bucket(sid)].append(sid)
         for bucket, members in by_bucket.items():
             commands.append(Command(keys.published(bucket), ("HMGET", keys.published(bucket), *members)))
         replies = iter(self._execute(commands))
-        reads: dict[str, _Read] = {}
-        for sid in sids:
-            if by_call[sid]:
-                self._count_added(next(replies), result, call_sid=call_sid_of(sid), tenant=tenant_of(sid))
-            reads[sid] = self._parse_read(next(replies), next(replies))
+        reads = {sid: _parse_read(next(replies)) for sid in sids}
         published: dict[str, int] = {}
         for members in by_bucket.values():
             for sid, raw in zip(members, next(replies), strict=True):
@@ -261,35 +305,26 @@ class Store:
                     published[sid] = int(raw.split(b":", 1)[0])
         return reads, published
 
-    def _add_command(self, key: str, events: Sequence[Event], deliveries_key: str | None = None) -> Command:
-        """``add.lua`` for ``events`` into the event set ``key``, counting their deliveries in
-        ``deliveries_key`` (workers.deliveries) if given. The script counts only events it kept, so
-        the deliveries hash has the event set's cap."""
-        counted = deliveries_key is not None
-        args: list[str | bytes | int | float] = [
-            self.max_events,
-            codec.PREFERENCE_WIDTH,
-            self.retention if counted else 0,
-        ]
+    def _add_command(self, key: str, events: Sequence[Event]) -> Command:
+        """``add.lua`` for ``events`` into the orphan recording hash ``key``."""
+        args: list[str | bytes | int | float] = [self.max_events, codec.PREFERENCE_WIDTH]
         for event in events:
-            received = repr(event.received_at) if counted and event.received_at is not None else ""
-            args += [codec.field(event), codec.encode(event), received]
-        return Command(key, ("EVALSHA", self._add.sha, 2, key, deliveries_key or key, *args), writes=True)
+            args += [codec.field(event), codec.encode(event)]
+        return Command(key, ("EVALSHA", self._add.sha, 1, key, *args), writes=True)
 
-    def _count_added(self, reply: list[int], result: ApplyResult, **names: str | None) -> None:
-        """Count what ``add.lua`` answered for one event set (``names`` say whose, for the log)."""
-        added, replaced, refused = (int(n) for n in reply)
-        result.new_events += added + replaced
-        result.replaced += replaced
-        if refused:
-            result.over_cap += refused
+    def _count_added(self, added: eventset.Added, result: ApplyResult, **names: str | None) -> None:
+        """Count what adding events to one record's set did (``names`` say whose, for the log)."""
+        result.new_events += added.added + added.replaced
+        result.replaced += added.replaced
+        if added.refused:
+            result.over_cap += added.refused
             # One line per job and record: a flood is visible without a line per event.
             log_event(
                 logger,
                 "events_over_cap",
                 logging.WARNING,
                 **names,
-                refused=refused,
+                refused=added.refused,
                 cap=self.max_events,
             )
 
@@ -297,33 +332,36 @@ class Store:
         """One round trip (one per master on a cluster: workers.shardpipe). A script Redis lost
         (a restart, a new master) is loaded and the round trip repeated: every command the store
         sends is idempotent."""
-        return execute(self.redis, commands, (self._add, self._commit, self._publish))
+        return execute(self.redis, commands, (self._add, self._commit_script, self._publish))
 
-    @staticmethod
-    def _parse_read(raw_events: dict[bytes, bytes], call: list[bytes | None]) -> _Read:
-        state, version = call
-        return _Read(
-            events=[codec.decode(raw) for raw in raw_events.values()],
-            state=state,
-            version=int(version) if version is not None else 0,
-        )
-
-    def _commit_states(
-        self, writes: dict[str, bytes], reads: dict[str, _Read], states: dict[str, CallState]
+    def _commit(
+        self, writes: dict[str, _Write], reads: dict[str, _Read], states: dict[str, CallState]
     ) -> dict[str, int]:
-        """Compare-and-set each state over the version it was computed from; the winners."""
+        """Step 3: compare-and-set each record over the set and version read; the winners, with
+        their version after the write."""
         if not writes:
             return {}
         order = list(writes)
         commands: list[Command] = []
         for sid in order:
-            read = reads[sid]
+            read, write = reads[sid], writes[sid]
             # TTLs are set when a call appears and again when it becomes final: enough to expire
             # every call `retention` after its last meaningful change, at no cost per event.
             was_final = read.state is not None and orjson.loads(read.state)["final"]
             ttl = self.retention if read.state is None or states[sid].final != was_final else 0
-            call, events = keys.call(sid), keys.events(sid)
-            args = ("EVALSHA", self._commit.sha, 2, call, events, read.version, writes[sid], ttl)
+            state = b"" if write.state is None else compression.store_state(write.state)
+            call = keys.call(sid)
+            args = (
+                "EVALSHA",
+                self._commit_script.sha,
+                1,
+                call,
+                read.version,
+                read.stored_events or b"",
+                write.events or b"",
+                state,
+                ttl,
+            )
             commands.append(Command(call, args, writes=True))
         won: dict[str, int] = {}
         for sid, version in zip(order, self._execute(commands), strict=True):
@@ -370,7 +408,8 @@ class Store:
             commands.append(Command(key, ("EXPIRE", key, self.retention), writes=True))
         replies = self._execute(commands)
         for group, reply in zip(by_key.values(), replies[0::2], strict=True):
-            self._count_added(reply, result, recording_sid=group[0].recording_sid, tenant=group[0].tenant)
+            added = eventset.Added(*(int(n) for n in reply))
+            self._count_added(added, result, recording_sid=group[0].recording_sid, tenant=group[0].tenant)
 
 
 def index_keys(bucket: int, *, with_stream: bool = False) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from callstate import keys
+from callstate import compression, keys
 from callstate.buckets import merged_oldest
 from callstate.errors import InvalidCallback, UnusableAnswer
 from callstate.event import Event, parse_callback
@@ -219,4 +219,5 @@ def _stuck_calls(store: Store, *, cutoff: float, limit: int) -> Iterator[tuple[s
         pipe = redis.pipeline(transaction=False)
         for sid in fresh:
             pipe.hget(keys.call(sid), "state")
-        yield from zip(fresh, pipe.execute(), strict=True)
+        for sid, state in zip(fresh, pipe.execute(), strict=True):
+            yield sid, None if state is None else compression.state_json(state)

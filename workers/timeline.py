@@ -11,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis import Redis
 
-from callstate import keys
+from callstate import compression, eventset, keys
 from callstate.event import Event
 from callstate.status import CALL_STATUS_RANK, RECORDING_STATUS_RANK, UNKNOWN_RANK
 from workers import codec
+from workers import deliveries as delivered
 from workers.deliveries import Delivery
-from workers.deliveries import read as read_deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +72,11 @@ def entries(stored: Mapping[str, Event], deliveries: Mapping[str, Delivery]) -> 
 
 def read(redis: Redis, call_sid: str) -> tuple[dict[str, Any] | None, list[Entry]]:
     """The stored state of ``call_sid`` (``None`` if none) and its timeline (empty if no events)."""
-    with redis.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.call(call_sid), "state")
-        pipe.hgetall(keys.events(call_sid))
-        state_raw, events_raw = pipe.execute()
-    stored = {field.decode(): codec.decode(raw) for field, raw in events_raw.items()}
-    state = orjson.loads(state_raw) if state_raw is not None else None
-    return state, entries(stored, read_deliveries(redis, call_sid) if stored else {})
+    state_raw, events_raw = cast(list[bytes | None], redis.hmget(keys.call(call_sid), "state", "events"))
+    stored = eventset.load(events_raw)
+    events = {slot: codec.decode(entry.value) for slot, entry in stored.items()}
+    state = orjson.loads(compression.state_json(state_raw)) if state_raw is not None else None
+    return state, entries(events, delivered.of(stored))
 
 
 def to_json(call_sid: str, state: dict[str, Any] | None, timeline: list[Entry]) -> bytes:

@@ -14,6 +14,7 @@ from callstate import keys
 from callstate.event import Event
 from callstate.jobqueue import enqueue_events, make_queue
 from callstate.traffic import make_history
+from tests import storedcall
 from tests.histories import redelivered
 from tests.procs import Process, environment, procfile, wait_until
 from tests.redisserver import RedisServer
@@ -49,10 +50,9 @@ def test_concurrent_workers_reach_exactly_the_expected_states(
         expected = {sid: reduce(sid, history).to_json() for sid, history in calls.items()}
 
         def settled() -> bool:
-            pipe = redis_client.pipeline(transaction=False)
-            for sid in calls:
-                pipe.hget(keys.call(sid), "state")
-            return dict(zip(calls, pipe.execute(), strict=True)) == expected
+            return (
+                dict(zip(calls, storedcall.states_json(redis_client, list(calls)), strict=True)) == expected
+            )
 
         wait_until(settled, timeout=60, what="every call to reach its expected state")
     finally:

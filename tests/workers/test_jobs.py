@@ -10,9 +10,9 @@ import pytest
 import redis
 from rq.registry import FailedJobRegistry
 
-from callstate import keys
 from callstate.jobqueue import enqueue_events, make_queue
 from callstate.traffic import make_history
+from tests import storedcall
 from tests.procs import Process, environment, procfile
 from tests.redisserver import RedisServer
 from workers.jobs import ABSORB, ABSORB_ROUNDS, _release_ids
@@ -45,10 +45,7 @@ def test_queued_jobs_are_taken_over_applied_and_removed(
     assert max(line["jobs"] for line in lines) == 1 + ABSORB * ABSORB_ROUNDS
 
     expected = {sid: reduce(sid, history).to_json() for sid, history in calls.items()}
-    pipe = redis_client.pipeline(transaction=False)
-    for sid in calls:
-        pipe.hget(keys.call(sid), "state")
-    assert dict(zip(calls, pipe.execute(), strict=True)) == expected
+    assert dict(zip(calls, storedcall.states_json(redis_client, list(calls)), strict=True)) == expected
     assert queue.count == 0
     assert redis_client.llen(queue.intermediate_queue.key) == 0
     assert list(redis_client.scan_iter("rq:job:*")) == []

@@ -6,7 +6,6 @@ import random
 import time
 from typing import Any, cast
 
-import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, assume, given, settings
@@ -18,6 +17,7 @@ from callstate.counters import LAG_FIELDS, LAG_SUM, event_field
 from callstate.event import Event
 from callstate.paramnames import KNOWN
 from callstate.traffic import make_history
+from tests import storedcall
 from tests.histories import call_histories, shuffled_with_duplicates
 from tests.resplits import resplits
 from tests.twiliosign import call_params, call_sid
@@ -49,8 +49,7 @@ def snapshot(client: StoreClient, sid: str) -> dict[str, Any]:
     entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.changes(bucket(client, sid))))
     changes = [fields for _, fields in entries if fields[b"call"] == sid.encode()]
     return {
-        "call": client.hgetall(keys.call(sid)),
-        "events": client.hgetall(keys.events(sid)),
+        **storedcall.content(client, sid),
         "published": client.hget(keys.published(bucket(client, sid)), sid),
         "last_change": changes[-1] if changes else None,
         "changes": len(changes),
@@ -75,7 +74,7 @@ class TestApply:
         sid = "CA" + "1" * 32
         events = make_history(random.Random(1), sid)
         Store(redis_client, RETENTION).apply(events)
-        stored = redis_client.hget(keys.call(sid), "state")
+        stored = storedcall.state_json(redis_client, sid)
         assert stored == reduce(sid, events).to_json()
 
     def test_applying_the_same_batch_twice_changes_nothing(self, redis_client: StoreClient) -> None:
@@ -122,7 +121,7 @@ class TestApply:
         """Every key of a call carries a TTL no longer than the retention."""
         sid = "CA" + "5" * 32
         Store(redis_client, RETENTION).apply(make_history(random.Random(5), sid))
-        for key in (keys.call(sid), keys.events(sid)):
+        for key in keys.of_record(sid):
             assert 0 < redis_client.ttl(key) <= RETENTION
 
     def test_a_missed_publish_is_done_by_the_next_job(
@@ -197,7 +196,7 @@ def test_any_order_any_duplicates_any_batching_same_store(
     for batch in in_batches(delivered, sizes):
         store.apply(batch)
     got = snapshot(redis_client, sid)
-    assert got["call"].get(b"state") == expected["call"].get(b"state")
+    assert got["state"] == expected["state"]
     assert got["events"] == expected["events"]
 
     def last(snap: dict[str, Any]) -> tuple[bytes, bytes] | None:
@@ -206,7 +205,7 @@ def test_any_order_any_duplicates_any_batching_same_store(
 
     assert last(got) == last(expected)
     # One entry per change: as many entries as versions, none for a duplicate.
-    assert got["changes"] == int(got["call"].get(b"version", 0))
+    assert got["changes"] == int(got["version"] or 0)
 
 
 def test_scripts_are_reloaded_after_redis_lost_them(redis_client: StoreClient) -> None:
@@ -218,7 +217,7 @@ def test_scripts_are_reloaded_after_redis_lost_them(redis_client: StoreClient) -
     store.apply(events[:1])
     redis_client.script_flush()
     store.apply(events)
-    assert redis_client.hget(keys.call(sid), "state") == reduce(sid, events).to_json()
+    assert storedcall.state_json(redis_client, sid) == reduce(sid, events).to_json()
     version = int(cast(bytes, redis_client.hget(keys.call(sid), "version")))
     assert redis_client.xlen(keys.changes(bucket(redis_client, sid))) == version
 
@@ -351,15 +350,21 @@ class TestResplitsInTheStore:
     ) -> None:
         """Genuine events and re-splits of them that move a known name's boundary
         (tests/resplits.py), applied in any order and batches: the event set and the state are
-        those of the genuine events alone, so add.lua kept Twilio's split in every slot whatever
+        those of the genuine events alone, so adding kept Twilio's split in every slot whatever
         came first."""
         _, events = history
         genuine = [e for e in events if e.source == "twilio"] or events
         expected, got, _ = self.deliver(redis_client, data, genuine, known=True)
         assert got["events"] == expected["events"]
-        assert got["call"].get(b"state") == expected["call"].get(b"state")
+        assert got["state"] == expected["state"]
 
-    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    # Few histories have an unknown parameter to re-split: the filtering is the point, and it made
+    # the health check fail one local run in three (CI derandomizes, so it never did there).
+    @settings(
+        max_examples=10,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+    )
     @given(history=call_histories(), data=st.data())
     def test_resplits_of_unknown_parameters_never_change_the_state(
         self, redis_client: redis.Redis, history: tuple[str, list[Event]], data: st.DataObject
@@ -370,7 +375,7 @@ class TestResplitsInTheStore:
         genuine = [e for e in events if e.source == "twilio"] or events
         assume(any(name not in KNOWN for e in genuine for name, _ in e.params))
         expected, got, _ = self.deliver(redis_client, data, genuine, known=False)
-        assert got["call"].get(b"state") == expected["call"].get(b"state")
+        assert got["state"] == expected["state"]
 
 
 class TestCap:
@@ -390,7 +395,7 @@ class TestCap:
             second = store.apply([*flood, Event.create("call", call_params(other, "ringing", 1))])
         assert (first.new_events, first.over_cap) == (20, 0)
         assert (second.new_events, second.over_cap) == (1, 10)
-        assert redis_client.hlen(keys.events(sid)) == 20
+        assert len(storedcall.events(redis_client, sid)) == 20
         assert counters(redis_client)[event_field(OVER_CAP)] == 10
         lines = [r.callstate_fields for r in caplog.records if r.getMessage() == "events_over_cap"]  # type: ignore[attr-defined]
         assert [(fields["call_sid"], fields["refused"]) for fields in lines] == [(sid, 10)]
@@ -414,7 +419,7 @@ class TestIndexes:
         sid = call_sid(0x1D0)
         params = [(n, timestamp if n == "Timestamp" else v) for n, v in call_params(sid, "ringing", 1)]
         Store(redis_client, RETENTION, clock=lambda: NOW).apply([Event.create("call", params)])
-        state = orjson.loads(cast(bytes, redis_client.hget(keys.call(sid), "state")))
+        state = storedcall.state(redis_client, sid)
         assert state["updated_at"][:4] in ("9999", "1970")
         b = bucket(redis_client, sid)
         for index in (keys.recent(b), keys.active(b), keys.by_status("ringing", b)):
@@ -451,6 +456,6 @@ class TestTenants:
         store.apply([Event.create("call", forged, tenant=tenant)])
         assert snapshot(redis_client, sid) == before
         record = keys.record(sid, tenant)
-        state = orjson.loads(cast(bytes, redis_client.hget(keys.call(record), "state")))
+        state = storedcall.state(redis_client, record)
         assert (state["sid"], state["status"], state["account_sid"]) == (sid, "completed", tenant)
         assert redis_client.zscore(keys.final(bucket(redis_client, record)), record) is not None

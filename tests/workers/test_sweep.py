@@ -24,6 +24,7 @@ from callstate.errors import UnusableAnswer
 from callstate.event import Event
 from callstate.logs import JSONFormatter
 from callstate.settings import Settings
+from tests import storedcall
 from tests.faketwilio import ACCOUNT, SUBACCOUNT, TIMEOUT, TOKEN, FakeTwilio, basic, call_resource
 from tests.redisserver import RedisServer, free_port
 from workers import prune as prune_module
@@ -72,7 +73,7 @@ def start(store: Store, call_sid: str, at: float, **extra: str) -> None:
 
 
 def state(client: redis.Redis, call_sid: str) -> CallState:
-    raw = client.hget(keys.call(call_sid), "state")
+    raw = storedcall.state_json(client, call_sid)
     assert raw is not None
     return CallState.from_json(raw)
 
@@ -237,10 +238,10 @@ class TestStuckCalls(OnRedisAndCluster):
         """REST says in-progress: the stored call, its events and its indexes stay as they were."""
         start(store, sid(1), T0)
         twilio.call(sid(1), "in-progress")
-        before = (redis_client.hgetall(keys.call(sid(1))), redis_client.hgetall(keys.events(sid(1))))
+        before = redis_client.hgetall(keys.call(sid(1)))
         result = run(store, twilio, T0 + DAY)
         assert (result.asked, result.still_active, result.finalized) == (1, 1, [])
-        assert (redis_client.hgetall(keys.call(sid(1))), redis_client.hgetall(keys.events(sid(1)))) == before
+        assert redis_client.hgetall(keys.call(sid(1))) == before
         assert index_entries(redis_client, sid(1))["active"] == T0
 
     def test_a_404_is_logged_recorded_and_the_sweep_goes_on(
@@ -337,7 +338,7 @@ class TestStuckCalls(OnRedisAndCluster):
         """A call whose keys expired is never brought back by a REST answer; pruning deals with it."""
         start(store, sid(1), T0)
         twilio.call(sid(1))
-        redis_client.delete(keys.call(sid(1)), keys.events(sid(1)))
+        redis_client.delete(*keys.of_record(sid(1)))
         result = run(store, twilio, T0 + DAY)
         assert (result.asked, result.skipped) == (0, 1)
         assert not redis_client.exists(keys.call(sid(1)))
@@ -407,7 +408,7 @@ class TestPrune(OnRedisAndCluster):
         store.clock = lambda: old
         store.apply([callback(sid(4), 0, "busy", old)])  # final, old, expired: pruned
         for expired in (sid(1), sid(3), sid(4)):
-            redis_client.delete(keys.call(expired), keys.events(expired))
+            redis_client.delete(*keys.of_record(expired))
         pruned = prune(store, now=T0)
         assert pruned == 2
         empty: dict[str, Any] = {"recent": None, "active": None, "statuses": [], "published": None}
