@@ -7,6 +7,7 @@
 ``callstate sweep``   once: ask Twilio about stuck calls, prune expired index entries
 ``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
+``callstate migrate``  move a schema 2 store to schema 3 (workers stopped)
 ``callstate inspect CALLSID [--json]``  a call's timeline (each distinct event, its deliveries) and state
 ``callstate simulate --url BASE --calls N [--verify]``  send realistic signed callbacks to a deployment
 ``callstate watch``   print the store's changes as they happen
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 from redis.exceptions import RedisError
 
 from callstate import dotenv, keys, logs
-from callstate.errors import ConfigError
+from callstate.errors import ConfigError, UnreadableValue
 from callstate.event import CALL_RECORD, CALL_SID
 from callstate.progress import Progress
 from callstate.settings import Settings
@@ -194,6 +195,21 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"callstate replay: unknown call {sid} (no stored events): nothing changed", file=sys.stderr)  # noqa: T201
     print(f"replayed {done.calls} call(s), {done.changed} changed")  # noqa: T201
     return 1 if done.unknown else 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from callstate.connection import connect_store  # noqa: PLC0415
+    from workers.migrate import migrate  # noqa: PLC0415
+    from workers.store import Store  # noqa: PLC0415
+
+    logs.configure(settings.log_format)
+    redis = connect_store(settings, command_timeout=settings.redis_timeout, role="cli")
+    store = Store(redis, settings.retention_seconds, settings.max_events_per_call)
+    progress = Progress("migrate", sys.stderr, total=None)
+    done = migrate(store, lambda so_far: progress.advance(so_far.records - progress.done))
+    progress.finish()
+    print(f"migrated {done.records} call record(s); the store is at schema {keys.SCHEMA_VERSION}")  # noqa: T201
+    return 0
 
 
 def _inspect(settings: Settings, args: argparse.Namespace) -> int:
@@ -422,6 +438,9 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("call_sids", nargs="*", metavar="CALLSID")
     replay.add_argument("--all", action="store_true", help="every call in the store")
     replay.set_defaults(run=_replay)
+    commands.add_parser(
+        "migrate", help="move a schema 2 store to schema 3 (stop the workers first; resumable)"
+    ).set_defaults(run=_migrate)
 
     inspect = commands.add_parser("inspect", help="a call's timeline and state")
     inspect.add_argument("call_sid", metavar="CALLSID")
@@ -490,6 +509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callstate: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    except UnreadableValue as exc:
+        print(f"callstate: unreadable store value: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
     except RedisError as exc:
         from callstate.connection import describe_error  # noqa: PLC0415
 

@@ -33,7 +33,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from callstate.connection import StoreHandle, connect, describe_error
 from callstate.counters import ENDPOINTS, Tally, callback_field, signature_field
-from callstate.errors import InvalidSignature, MethodNotAllowed, RequestRejected, StoreUnavailable
+from callstate.errors import (
+    InvalidSignature,
+    MethodNotAllowed,
+    RequestRejected,
+    StoreUnavailable,
+    UnreadableValue,
+)
 from callstate.jobqueue import failure_ttl, make_queue
 from callstate.logs import LineBuffer
 from callstate.metrics import redis_memory
@@ -160,7 +166,11 @@ def create_app(settings: Settings | None = None) -> Receiver:
             *dashboard.routes(),
             Route("/metrics", monitoring.metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers={RequestRejected: handle_error, RedisError: handle_error},
+        exception_handlers={
+            RequestRejected: handle_error,
+            RedisError: handle_error,
+            UnreadableValue: handle_error,
+        },
         lifespan=lifespan,
     )
     return Receiver(app, request_log, tally)
@@ -200,13 +210,15 @@ def error_answer(exc: Exception, settings: Settings) -> tuple[RequestRejected, P
 
     A Redis error is a :class:`StoreUnavailable`: fail closed, a callback that could not be
     stored gets 503 with Retry-After (the configured one unless the error names its own), never
-    2xx. Anything else is a bug and is not handled here.
+    2xx. So is a stored value this version cannot decode (:class:`UnreadableValue`: written by a
+    newer callstate during a rolling upgrade); the log says which. Anything else is a bug and is
+    not handled here.
     """
     if isinstance(exc, RequestRejected):
         rejected = exc
     else:
         # The error path only: a TLS verification failure names the setting that fixes it.
-        cause = describe_error(exc) if isinstance(exc, RedisError) else type(exc).__name__
+        cause = describe_error(exc) if isinstance(exc, RedisError) else f"{type(exc).__name__}: {exc}"
         rejected = StoreUnavailable(cause=cause)
     headers = rejected.headers
     if isinstance(rejected, StoreUnavailable) and "Retry-After" not in headers:

@@ -20,9 +20,12 @@ from callstate import keys
 from callstate.event import Event
 from callstate.jobqueue import OrjsonSerializer, make_queue
 from callstate.progress import Progress
+from tests import storedcall
 from tests.procs import ROOT, callstate
 from tests.redisserver import RedisServer
 from tests.twiliosign import call_params, call_sid
+from workers import codec
+from workers.reduce import reduce
 from workers.store import Store
 
 RETENTION = 86_400
@@ -109,6 +112,72 @@ class TestReplay:
         assert result.returncode == 0, result.stderr
         assert "replay: 1,000" in result.stderr
         assert result.stdout.strip() == "replayed 1050 call(s), 0 changed"
+
+
+class TestMigrate:
+    def test_a_schema_2_store_reads_and_updates_as_schema_3(
+        self, redis_server: RedisServer, redis_client: redis.Redis
+    ) -> None:
+        """Records written as schema 2 documented them (events and deliveries in their own
+        hashes, the state as JSON) become schema 3 call hashes: same state and events, the counts
+        and first times kept, the TTL kept, the old keys gone; running it again changes nothing,
+        and the store then takes a redelivery like any other."""
+        sids = [call_sid(n) for n in range(900, 905)]
+        histories = {
+            sid: [event(sid, s, n, 1_790_000_000.5 + n) for n, s in enumerate(STATUSES)] for sid in sids
+        }
+        for sid, history in histories.items():
+            write_schema_2(redis_client, sid, history)
+        redis_client.set(keys.SCHEMA, 2)
+
+        result = callstate("migrate", REDIS_URL=redis_server.url)
+        assert result.returncode == 0, result.stderr
+        assert "migrated 5 call record(s); the store is at schema 3" in result.stdout
+        assert redis_client.get(keys.SCHEMA) == b"3"
+        assert redis_client.keys("callstate:events:*") == []
+        assert redis_client.keys("callstate:deliveries:*") == []
+        for sid, history in histories.items():
+            assert storedcall.state_json(redis_client, sid) == reduce(sid, history).to_json()
+            stored = storedcall.entries(redis_client, sid)
+            assert {slot: e.value for slot, e in stored.items()} == {
+                codec.field(e): codec.encode(e) for e in history
+            }
+            counts = {slot: e.deliveries for slot, e in stored.items()}
+            assert counts == {codec.field(e): 2 if e is history[0] else 1 for e in history}
+            assert sorted(e.first_ms for e in stored.values() if e.first_ms) == [
+                1_790_000_000_500,
+                1_790_000_001_500,
+                1_790_000_002_500,
+            ]
+            assert 0 < redis_client.ttl(keys.call(sid)) <= RETENTION
+
+        before = snapshot(redis_client)
+        again = callstate("migrate", REDIS_URL=redis_server.url)
+        assert again.returncode == 0, again.stderr
+        assert "migrated 0 call record(s)" in again.stdout
+        assert snapshot(redis_client) == before
+
+        first = sids[0]
+        Store(redis_client, RETENTION).apply([histories[first][1]])
+        counts = {slot: e.deliveries for slot, e in storedcall.entries(redis_client, first).items()}
+        assert counts[codec.field(histories[first][1])] == 2
+
+
+STATUSES = ("initiated", "ringing", "completed")
+
+
+def write_schema_2(client: redis.Redis, sid: str, history: list[Event]) -> None:
+    """``sid`` stored as schema 2 did (docs/redis-schema.md of schema 2): the first event
+    delivered twice."""
+    events = {codec.field(e): codec.encode(e) for e in history}
+    deliveries = {codec.field(e): "1" for e in history}
+    deliveries[codec.field(history[0])] = "2"
+    deliveries.update({codec.field(e) + "|first": repr(e.received_at) for e in history})
+    client.hset(f"callstate:events:{{{sid}}}", mapping=events)  # type: ignore[arg-type]
+    client.hset(f"callstate:deliveries:{{{sid}}}", mapping=deliveries)  # type: ignore[arg-type]
+    client.hset(keys.call(sid), mapping={"state": reduce(sid, history).to_json(), "version": 3})
+    for key in (keys.call(sid), f"callstate:events:{{{sid}}}", f"callstate:deliveries:{{{sid}}}"):
+        client.expire(key, RETENTION)
 
 
 class TestRequeueFailed:

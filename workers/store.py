@@ -42,7 +42,7 @@ from callstate import compression, eventset, keys
 from callstate.buckets import CLUSTER_BUCKETS, bucket_of, read_count
 from callstate.connection import StoreClient
 from callstate.counters import add_lags, event_field, state_change_field
-from callstate.errors import StoreConflict
+from callstate.errors import StoreConflict, UnreadableValue
 from callstate.event import Event
 from callstate.logs import log_event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
@@ -73,6 +73,9 @@ class ApplyResult:
     published: int = 0
     conflicts: int = 0
     orphan_recordings: int = 0
+    #: Records whose stored values this version cannot decode, with why: their events were not
+    #: applied (:meth:`Store.apply` raises once the others are done).
+    unreadable: dict[str, str] = field(default_factory=dict)
     #: What was added to the deployment's counters (:mod:`callstate.counters`).
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -215,6 +218,7 @@ class Store:
         to_publish = self._reconcile(by_call, result) if by_call else {}
         _count_stored(result.counts, every, result)
         result.published = self._publish_versions(to_publish, result.counts)
+        _raise_unreadable(result)
         return result
 
     def refresh(self, call_sids: Iterable[str]) -> ApplyResult:
@@ -228,6 +232,7 @@ class Store:
         by_call: dict[str, list[Event]] = {sid: [] for sid in call_sids}
         to_publish = self._reconcile(by_call, result) if by_call else {}
         result.published = self._publish_versions(to_publish, result.counts)
+        _raise_unreadable(result)
         return result
 
     def _reconcile(
@@ -236,9 +241,9 @@ class Store:
         """Steps 1 to 3 for ``by_call``, counted in ``result``; the versions to publish."""
         result.calls = len(by_call)
         additions = {sid: [self._addition(event) for event in events] for sid, events in by_call.items()}
-        reads, published = self._read(list(by_call))
+        reads, published = self._read(list(by_call), result)
         to_publish: dict[str, tuple[int, CallState]] = {}
-        pending = list(by_call)
+        pending = [sid for sid in by_call if sid in reads]
         for _ in range(MAX_CAS_ROUNDS):
             writes: dict[str, _Write] = {}
             states: dict[str, CallState] = {}
@@ -260,13 +265,14 @@ class Store:
                 result.changed.append(sid)
                 change = state_change_field(states[sid].status or NO_STATUS)
                 result.counts[change] = result.counts.get(change, 0) + 1
-            pending = [sid for sid in writes if sid not in won]
-            if not pending:
+            losers = [sid for sid in writes if sid not in won]
+            if not losers:
                 break
-            result.conflicts += len(pending)
-            reads |= self._read(pending)[0]
+            result.conflicts += len(losers)
+            reads |= self._read(losers, result)[0]
+            pending = [sid for sid in losers if sid in reads]
         else:
-            raise StoreConflict(len(pending))
+            raise StoreConflict(len(losers))
         return to_publish
 
     # -- steps -----------------------------------------------------------------------------
@@ -288,8 +294,9 @@ class Store:
     def _addition(event: Event) -> eventset.Addition:
         return eventset.Addition(codec.field(event), codec.encode(event), event.received_at)
 
-    def _read(self, sids: list[str]) -> tuple[dict[str, _Read], dict[str, int]]:
-        """Step 1: each record's call hash, and its published version, in one round trip."""
+    def _read(self, sids: list[str], result: ApplyResult) -> tuple[dict[str, _Read], dict[str, int]]:
+        """Step 1: each record's call hash, and its published version, in one round trip. A record
+        whose values cannot be decoded is left out, named in ``result.unreadable`` and logged."""
         commands = [Command(keys.call(sid), ("HMGET", keys.call(sid), *_FIELDS)) for sid in sids]
         by_bucket: dict[int, list[str]] = defaultdict(list)
         for sid in sids:
@@ -297,7 +304,16 @@ class Store:
         for bucket, members in by_bucket.items():
             commands.append(Command(keys.published(bucket), ("HMGET", keys.published(bucket), *members)))
         replies = iter(self._execute(commands))
-        reads = {sid: _parse_read(next(replies)) for sid in sids}
+        reads: dict[str, _Read] = {}
+        for sid in sids:
+            reply = next(replies)
+            try:
+                reads[sid] = _parse_read(reply)
+            except UnreadableValue as exc:
+                result.unreadable[sid] = str(exc)
+                log_event(
+                    logger, "record_unreadable", logging.ERROR, call_sid=call_sid_of(sid), error=str(exc)
+                )
         published: dict[str, int] = {}
         for members in by_bucket.values():
             for sid, raw in zip(members, next(replies), strict=True):
@@ -419,6 +435,16 @@ def index_keys(bucket: int, *, with_stream: bool = False) -> list[str]:
     if with_stream:
         head.append(keys.changes(bucket))
     return head + [keys.by_status(status, bucket) for status in PUBLISHED_STATUSES]
+
+
+def _raise_unreadable(result: ApplyResult) -> None:
+    """Fail the job once every readable record is done, so that the events of the unreadable ones
+    are not lost: RQ retries the job and keeps it in its failed registry after the last retry."""
+    if result.unreadable:
+        names = ", ".join(sorted(result.unreadable)[:5])
+        raise UnreadableValue(
+            f"{len(result.unreadable)} call record(s) unreadable ({names}), events not applied"
+        )
 
 
 def _count_stored(counts: dict[str, int], events: Sequence[Event], result: ApplyResult) -> None:

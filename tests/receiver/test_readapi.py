@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from starlette.testclient import TestClient
 
-from callstate import tokens
+from callstate import keys, tokens
 from callstate.connection import StoreClient
 from callstate.settings import Settings
 from callstate.traffic import make_history
@@ -75,6 +76,24 @@ class TestGetCall:
     def test_unknown_call_is_404(self, client: TestClient, stored: dict[str, Any]) -> None:
         """A well-formed SID that is not stored."""
         assert client.get(f"/calls/CA{'f' * 32}").status_code == 404
+
+    def test_a_state_this_version_cannot_read_is_503(
+        self,
+        client: TestClient,
+        store_client: StoreClient,
+        stored: dict[str, Any],
+    ) -> None:
+        """A stored state that is no zstd frame of callstate's (a schema 2 state, JSON as it was;
+        or a newer version's) is a 503 with the store's fixed reason, never a 500, and the value
+        is left as it was."""
+        sid = next(iter(stored))
+        old = orjson.dumps(stored[sid])
+        store_client.hset(keys.call(sid), "state", old)
+        response = client.get(f"/calls/{sid}")
+        assert response.status_code == 503
+        assert response.text == "store unavailable, retry later"
+        assert "Retry-After" in response.headers
+        assert store_client.hget(keys.call(sid), "state") == old
 
     def test_malformed_sid_is_400(self, client: TestClient) -> None:
         """Not CA + 32 hex digits."""

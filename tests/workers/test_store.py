@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any, cast
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from callstate import keys
 from callstate.connection import StoreClient
 from callstate.counters import LAG_FIELDS, LAG_SUM, event_field
+from callstate.errors import UnreadableValue
 from callstate.event import Event
 from callstate.paramnames import KNOWN
 from callstate.traffic import make_history
@@ -376,6 +378,30 @@ class TestResplitsInTheStore:
         assume(any(name not in KNOWN for e in genuine for name, _ in e.params))
         expected, got, _ = self.deliver(redis_client, data, genuine, known=False)
         assert got["state"] == expected["state"]
+
+
+class TestUnreadable:
+    def test_a_record_it_cannot_read_fails_the_job_after_the_others_are_applied(
+        self, redis_client: StoreClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A call hash whose values this version cannot decode (here a schema 2 state, JSON as it
+        was) is left untouched and its events unapplied; the other calls of the batch are
+        reconciled, then apply() raises so that RQ keeps the job for a retry."""
+        bad, good = "CA" + "b" * 32, "CA" + "9" * 32
+        old = b'{"sid": "' + bad.encode() + b'", "status": "ringing"}'
+        redis_client.hset(keys.call(bad), mapping={"state": old, "version": 2})
+        good_history = make_history(random.Random(22), good)
+        events = make_history(random.Random(21), bad) + good_history
+        with caplog.at_level(logging.ERROR, "callstate.worker"), pytest.raises(UnreadableValue, match=bad):
+            Store(redis_client, RETENTION).apply(events)
+        assert redis_client.hgetall(keys.call(bad)) == {b"state": old, b"version": b"2"}
+        assert (
+            storedcall.state_json(redis_client, good)
+            == reduce(good, make_history(random.Random(22), good)).to_json()
+        )
+        [line] = [r.callstate_fields for r in caplog.records if r.getMessage() == "record_unreadable"]  # type: ignore[attr-defined]
+        assert line["call_sid"] == bad
+        assert "not a zstd frame" in line["error"]
 
 
 class TestCap:
