@@ -20,7 +20,7 @@ from itertools import islice
 from typing import Final, cast
 
 from callstate import compression, eventset, keys
-from callstate.event import CALL_RECORD
+from workers.replay import scan_records
 from workers.store import Store
 
 #: Records migrated per round trip.
@@ -50,13 +50,7 @@ class Migrated:
 
 def schema2_records(store: Store) -> Iterator[str]:
     """Every record that still has a schema 2 event set."""
-    pattern = old_events("*")
-    prefix, suffix = pattern.split("*")
-    for raw in store.redis.scan_iter(match=pattern, count=1000):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
-        record = key[len(prefix) : len(key) - len(suffix)]
-        if CALL_RECORD.fullmatch(record):
-            yield record
+    return scan_records(store, old_events)
 
 
 def entries_of(events: dict[bytes, bytes], deliveries: dict[bytes, bytes]) -> dict[str, eventset.Entry]:

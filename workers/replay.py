@@ -33,7 +33,12 @@ class Replayed:
 def stored_call_sids(store: Store) -> Iterator[str]:
     """Every call record (CallSid, or CallSid:tenant) in the store, by scanning the call hashes (no
     index is trusted)."""
-    pattern = keys.call("*")
+    return scan_records(store, keys.call)
+
+
+def scan_records(store: Store, key_of: Callable[[str], str]) -> Iterator[str]:
+    """Every call record ``r`` for which the key ``key_of(r)`` exists (a SCAN over the store)."""
+    pattern = key_of("*")
     prefix, suffix = pattern.split("*")
     for raw in store.redis.scan_iter(match=pattern, count=1000):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
