@@ -283,9 +283,10 @@ def markdown(results: Results) -> str:
         lines += [
             "",
             f"Memory per final call with a recording ({m.sampled_calls} sampled, {m.mean_events:.1f} "
-            f"events each): {_num(m.bytes_per_call)} bytes = {_num(m.call_keys_bytes)} (call hash, "
-            f"event set, deliveries) + {_num(m.global_share_bytes)} (share of indexes and change stream); "
-            f"used_memory grew {_num(m.used_memory_delta_per_call)} bytes per call over the drain.",
+            f"events each): {_num(m.bytes_per_call)} bytes = {_num(m.call_keys_bytes)} (the call "
+            f"hash: state, events, deliveries) + {_num(m.global_share_bytes)} (share of indexes and "
+            f"change stream); used_memory grew {_num(m.used_memory_delta_per_call)} bytes per call "
+            "over the drain.",
         ]
     if results.metrics_cost:
         lines += ["", "## What the metrics cost (in-process, best of 7, CPU time)", ""]

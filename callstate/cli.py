@@ -7,7 +7,7 @@
 ``callstate sweep``   once: ask Twilio about stuck calls, prune expired index entries
 ``callstate requeue-failed``  put the jobs that exhausted their retries back on the queue
 ``callstate replay CALLSID... | --all``  recompute calls from their stored events
-``callstate migrate``  move a schema 2 store to schema 3 (workers stopped)
+``callstate migrate``  move every record of a schema 2 store to schema 3 (resumable)
 ``callstate inspect CALLSID [--json]``  a call's timeline (each distinct event, its deliveries) and state
 ``callstate simulate --url BASE --calls N [--verify]``  send realistic signed callbacks to a deployment
 ``callstate watch``   print the store's changes as they happen
@@ -199,7 +199,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from callstate.connection import connect_store  # noqa: PLC0415
-    from workers.migrate import migrate  # noqa: PLC0415
+    from workers.migration import migrate  # noqa: PLC0415
     from workers.store import Store  # noqa: PLC0415
 
     logs.configure(settings.log_format)
@@ -439,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--all", action="store_true", help="every call in the store")
     replay.set_defaults(run=_replay)
     commands.add_parser(
-        "migrate", help="move a schema 2 store to schema 3 (stop the workers first; resumable)"
+        "migrate", help="move every record of a schema 2 store to schema 3 (resumable)"
     ).set_defaults(run=_migrate)
 
     inspect = commands.add_parser("inspect", help="a call's timeline and state")

@@ -21,6 +21,7 @@ inflates in under a microsecond, and names its dictionary in the frame.
 from __future__ import annotations
 
 import functools
+import threading
 from importlib.resources import files
 from typing import Final
 
@@ -39,6 +40,7 @@ DICTIONARIES: Final = (STATE_DICTIONARY, EVENTS_DICTIONARY)
 LEVEL: Final = 3
 
 
+@functools.cache
 def dictionary_bytes(dictionary_id: int) -> bytes:
     """The dictionary ``dictionary_id`` as shipped (what workers store in Redis for readers)."""
     if dictionary_id not in DICTIONARIES:
@@ -46,21 +48,32 @@ def dictionary_bytes(dictionary_id: int) -> bytes:
     return files("callstate").joinpath("dictionaries", f"{dictionary_id}.zdict").read_bytes()
 
 
-@functools.cache
+#: zstandard's compressors and decompressors must not be used by two threads at once (its
+#: documentation; the read API decompresses on Starlette's thread pool, a worker's sweep beside its
+#: jobs): each thread gets its own, made once.
+_local = threading.local()
+
+
 def _dictionary(dictionary_id: int) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(dictionary_bytes(dictionary_id))
 
 
-@functools.cache
 def _compressor(dictionary_id: int) -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(
-        level=LEVEL, dict_data=_dictionary(dictionary_id), write_checksum=False, write_content_size=True
-    )
+    made: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("compressors", {})
+    compressor = made.get(dictionary_id)
+    if compressor is None:
+        compressor = made[dictionary_id] = zstandard.ZstdCompressor(
+            level=LEVEL, dict_data=_dictionary(dictionary_id), write_checksum=False, write_content_size=True
+        )
+    return compressor
 
 
-@functools.cache
 def _decompressor(dictionary_id: int) -> zstandard.ZstdDecompressor:
-    return zstandard.ZstdDecompressor(dict_data=_dictionary(dictionary_id))
+    made: dict[int, zstandard.ZstdDecompressor] = _local.__dict__.setdefault("decompressors", {})
+    decompressor = made.get(dictionary_id)
+    if decompressor is None:
+        decompressor = made[dictionary_id] = zstandard.ZstdDecompressor(dict_data=_dictionary(dictionary_id))
+    return decompressor
 
 
 def compress(data: bytes, dictionary_id: int) -> bytes:
@@ -81,8 +94,14 @@ def decompress(frame: bytes) -> bytes:
 
 
 def state_json(stored: bytes) -> bytes:
-    """The JSON of a call's stored ``state`` field."""
-    return decompress(stored)
+    """The JSON of a call's stored ``state`` field: a zstd frame, or JSON as schema 2 stored it (a
+    call not rewritten since its store was upgraded: docs/redis-schema.md, "Upgrading")."""
+    return stored if is_legacy_state(stored) else decompress(stored)
+
+
+def is_legacy_state(stored: bytes) -> bool:
+    """Whether a stored ``state`` is schema 2's JSON (an object) rather than a zstd frame."""
+    return stored[:1] == b"{"
 
 
 def store_state(state_json: bytes) -> bytes:

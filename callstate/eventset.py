@@ -92,6 +92,14 @@ def add(entries: dict[str, Entry], additions: Iterable[Addition], *, cap: int, w
     return done
 
 
+def combine(a: Entry, b: Entry, *, width: int = 11) -> Entry:
+    """One slot's entry from two sets that counted different deliveries of it: the preferred
+    value (as :func:`add` keeps it), the deliveries of both, the earlier first time."""
+    value = b.value if b.value != a.value and b.value[:width] > a.value[:width] else a.value
+    firsts = [t for t in (a.first_ms, b.first_ms) if t is not None]
+    return Entry(value, a.deliveries + b.deliveries, min(firsts) if firsts else None)
+
+
 def serialize(entries: Mapping[str, Entry]) -> bytes:
     """The uncompressed value of ``entries`` (the same entries always give the same bytes)."""
     out = bytearray()

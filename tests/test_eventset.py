@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 
 import pytest
 import zstandard
@@ -119,3 +120,29 @@ def test_frames_name_their_dictionary_and_shrink_a_real_call() -> None:
         assert zstandard.get_frame_parameters(frame).dict_id == dictionary
         assert compression.decompress(frame) == data
         assert len(frame) < len(data) * 0.6
+
+
+def test_threads_compress_and_decompress_at_once_without_mixing_frames() -> None:
+    """The read API inflates states on a thread pool and a worker's sweep beside its jobs:
+    eight threads compressing and inflating different data at once each get their own back
+    (zstandard's objects are not thread-safe; a shared one returned another thread's bytes)."""
+    datas = [b'{"sid":"CA%032d","status":"completed","n":%d}' % (n, n) * (n + 1) for n in range(8)]
+    frames = [compression.store_state(data) for data in datas]
+    wrong: list[int] = []
+    start = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        start.wait()
+        for _ in range(3_000):
+            if (
+                compression.state_json(frames[n]) != datas[n]
+                or compression.store_state(datas[n]) != frames[n]
+            ):
+                wrong.append(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

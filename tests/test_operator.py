@@ -127,7 +127,7 @@ class TestMigrate:
             sid: [event(sid, s, n, 1_790_000_000.5 + n) for n, s in enumerate(STATUSES)] for sid in sids
         }
         for sid, history in histories.items():
-            write_schema_2(redis_client, sid, history)
+            storedcall.write_schema_2(redis_client, sid, history, RETENTION)
         redis_client.set(keys.SCHEMA, 2)
 
         result = callstate("migrate", REDIS_URL=redis_server.url)
@@ -164,20 +164,6 @@ class TestMigrate:
 
 
 STATUSES = ("initiated", "ringing", "completed")
-
-
-def write_schema_2(client: redis.Redis, sid: str, history: list[Event]) -> None:
-    """``sid`` stored as schema 2 did (docs/redis-schema.md of schema 2): the first event
-    delivered twice."""
-    events = {codec.field(e): codec.encode(e) for e in history}
-    deliveries = {codec.field(e): "1" for e in history}
-    deliveries[codec.field(history[0])] = "2"
-    deliveries.update({codec.field(e) + "|first": repr(e.received_at) for e in history})
-    client.hset(f"callstate:events:{{{sid}}}", mapping=events)  # type: ignore[arg-type]
-    client.hset(f"callstate:deliveries:{{{sid}}}", mapping=deliveries)  # type: ignore[arg-type]
-    client.hset(keys.call(sid), mapping={"state": reduce(sid, history).to_json(), "version": 3})
-    for key in (keys.call(sid), f"callstate:events:{{{sid}}}", f"callstate:deliveries:{{{sid}}}"):
-        client.expire(key, RETENTION)
 
 
 class TestRequeueFailed:

@@ -18,6 +18,7 @@ from callstate import keys
 from callstate.connection import StoreClient
 from callstate.packing import unpack
 from callstate.traffic import make_history
+from workers import schema2
 from workers.store import Store
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "redis-schema.md").read_text()
@@ -95,6 +96,8 @@ def test_every_key_the_code_writes_is_documented_and_vice_versa() -> None:
         bucket_template(keys.by_status("<status>", 7)),
         keys.call("<record>"), keys.orphan_recording("<RecordingSid>"),
         keys.dictionary("<id>"),  # type: ignore[arg-type]
+        # Read and deleted only, when a record is upgraded from schema 2 ("Upgrading").
+        schema2.old_events("<record>"), schema2.old_deliveries("<record>"),
     }  # fmt: skip
     assert documented_keys() == in_code
     assert f"returns `{keys.SCHEMA_VERSION}`" in DOC

@@ -1,6 +1,7 @@
 -- Compare-and-set one call record: its event set and, if it changed, its state. Touches only that
--- record's call hash (one key, one hash tag).
--- KEYS[1] the call hash.
+-- record's keys (one hash tag).
+-- KEYS[1] the call hash; KEYS[2] and KEYS[3] schema 2's event set and deliveries of the record,
+-- deleted by a write that stores the event set (it holds what they held: workers.store).
 -- ARGV[1] the version read, ARGV[2] the event set read ('' if none), ARGV[3] the new event set
 -- ('' to leave it), ARGV[4] the new state ('' to leave it), ARGV[5] a TTL in seconds for the key,
 -- or 0 to leave its TTL alone.
@@ -18,6 +19,7 @@ if ARGV[4] ~= '' then
 end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'events', ARGV[3])
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then

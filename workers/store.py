@@ -27,6 +27,7 @@ raised or whose worker died) or by the next job that touches the call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -46,7 +47,7 @@ from callstate.errors import StoreConflict, UnreadableValue
 from callstate.event import Event
 from callstate.logs import log_event
 from callstate.status import NO_STATUS, PUBLISHED_STATUSES
-from workers import codec
+from workers import codec, schema2
 from workers.reduce import reduce
 from workers.shardpipe import Command, execute
 from workers.state import CallState
@@ -123,6 +124,8 @@ class _Read:
     stored_events: bytes | None
     state: bytes | None
     version: int
+    #: Written by schema 2 (its state is JSON): its events may still be in schema 2's keys.
+    legacy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ def _parse_read(reply: list[bytes | None]) -> _Read:
         stored_events=stored_events,
         state=None if state is None else compression.state_json(state),
         version=0 if version is None else int(version),
+        legacy=state is not None and compression.is_legacy_state(state),
     )
 
 
@@ -309,6 +313,8 @@ class Store:
             reply = next(replies)
             try:
                 reads[sid] = _parse_read(reply)
+                if reads[sid].legacy:
+                    reads[sid] = self._read_legacy(sid, reads[sid])
             except UnreadableValue as exc:
                 result.unreadable[sid] = str(exc)
                 log_event(
@@ -320,6 +326,19 @@ class Store:
                 if raw is not None:
                     published[sid] = int(raw.split(b":", 1)[0])
         return reads, published
+
+    def _read_legacy(self, sid: str, read: _Read) -> _Read:
+        """``read`` with the events that schema 2's keys still hold for ``sid`` (a store upgraded
+        from schema 2: a record not migrated yet, or touched by a schema 2 worker still running
+        during the upgrade). The next write of the record deletes those keys (commit.lua)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(schema2.old_events(sid))
+        pipe.hgetall(schema2.old_deliveries(sid))
+        events, deliveries = pipe.execute()
+        entries = dict(read.entries)
+        for slot, old in schema2.entries_of(events, deliveries).items():
+            entries[slot] = eventset.combine(entries[slot], old) if slot in entries else old
+        return dataclasses.replace(read, entries=entries)
 
     def _add_command(self, key: str, events: Sequence[Event]) -> Command:
         """``add.lua`` for ``events`` into the orphan recording hash ``key``."""
@@ -370,8 +389,10 @@ class Store:
             args = (
                 "EVALSHA",
                 self._commit_script.sha,
-                1,
+                3,
                 call,
+                schema2.old_events(sid),
+                schema2.old_deliveries(sid),
                 read.version,
                 read.stored_events or b"",
                 write.events or b"",

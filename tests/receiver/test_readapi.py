@@ -18,6 +18,7 @@ from callstate.connection import StoreClient
 from callstate.settings import Settings
 from callstate.traffic import make_history
 from receiver.app import create_app
+from tests import storedcall
 from tests.redisserver import RedisServer
 from tests.twiliosign import TOKEN
 from workers.reduce import reduce
@@ -78,22 +79,30 @@ class TestGetCall:
         assert client.get(f"/calls/CA{'f' * 32}").status_code == 404
 
     def test_a_state_this_version_cannot_read_is_503(
-        self,
-        client: TestClient,
-        store_client: StoreClient,
-        stored: dict[str, Any],
+        self, client: TestClient, store_client: StoreClient, stored: dict[str, Any]
     ) -> None:
-        """A stored state that is no zstd frame of callstate's (a schema 2 state, JSON as it was;
-        or a newer version's) is a 503 with the store's fixed reason, never a 500, and the value
-        is left as it was."""
+        """A stored state this version cannot decode (a frame made with a dictionary it does not
+        ship: a newer version's) is a 503 with the store's fixed reason, never a 500, and the
+        value is left as it was."""
         sid = next(iter(stored))
-        old = orjson.dumps(stored[sid])
-        store_client.hset(keys.call(sid), "state", old)
+        newer = storedcall.newer_state()
+        store_client.hset(keys.call(sid), "state", newer)
         response = client.get(f"/calls/{sid}")
         assert response.status_code == 503
         assert response.text == "store unavailable, retry later"
         assert "Retry-After" in response.headers
-        assert store_client.hget(keys.call(sid), "state") == old
+        assert store_client.hget(keys.call(sid), "state") == newer
+
+    def test_a_call_not_rewritten_since_schema_2_is_read_as_it_is(
+        self, client: TestClient, store_client: StoreClient, stored: dict[str, Any]
+    ) -> None:
+        """During an upgrade from schema 2 a call may still hold its state as JSON: it is
+        answered as stored."""
+        sid = next(iter(stored))
+        store_client.hset(keys.call(sid), "state", orjson.dumps(stored[sid]))
+        response = client.get(f"/calls/{sid}")
+        assert response.status_code == 200
+        assert response.json() == stored[sid]
 
     def test_malformed_sid_is_400(self, client: TestClient) -> None:
         """Not CA + 32 hex digits."""

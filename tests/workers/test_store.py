@@ -384,24 +384,43 @@ class TestUnreadable:
     def test_a_record_it_cannot_read_fails_the_job_after_the_others_are_applied(
         self, redis_client: StoreClient, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A call hash whose values this version cannot decode (here a schema 2 state, JSON as it
-        was) is left untouched and its events unapplied; the other calls of the batch are
-        reconciled, then apply() raises so that RQ keeps the job for a retry."""
+        """A call hash whose values this version cannot decode (a newer version's) is left
+        untouched and its events unapplied; the other calls of the batch are reconciled, then
+        apply() raises so that RQ keeps the job for a retry."""
         bad, good = "CA" + "b" * 32, "CA" + "9" * 32
-        old = b'{"sid": "' + bad.encode() + b'", "status": "ringing"}'
-        redis_client.hset(keys.call(bad), mapping={"state": old, "version": 2})
+        newer = storedcall.newer_state()
+        redis_client.hset(keys.call(bad), mapping={"state": newer, "version": 2})
         good_history = make_history(random.Random(22), good)
         events = make_history(random.Random(21), bad) + good_history
         with caplog.at_level(logging.ERROR, "callstate.worker"), pytest.raises(UnreadableValue, match=bad):
             Store(redis_client, RETENTION).apply(events)
-        assert redis_client.hgetall(keys.call(bad)) == {b"state": old, b"version": b"2"}
-        assert (
-            storedcall.state_json(redis_client, good)
-            == reduce(good, make_history(random.Random(22), good)).to_json()
-        )
+        assert redis_client.hgetall(keys.call(bad)) == {b"state": newer, b"version": b"2"}
+        assert storedcall.state_json(redis_client, good) == reduce(good, good_history).to_json()
         [line] = [r.callstate_fields for r in caplog.records if r.getMessage() == "record_unreadable"]  # type: ignore[attr-defined]
         assert line["call_sid"] == bad
-        assert "not a zstd frame" in line["error"]
+        assert "unknown dictionary" in line["error"]
+
+
+class TestUpgradeFromSchema2:
+    def test_a_schema_2_record_takes_new_events_and_is_rewritten_as_schema_3(
+        self, redis_client: StoreClient
+    ) -> None:
+        """A record still in schema 2's form (not migrated, or written by a schema 2 worker still
+        running during the upgrade) is read with its old keys' events and counts; the next write
+        stores everything in the call hash and deletes the old keys."""
+        sid = "CA" + "e" * 32
+        rng = random.Random(31)
+        history = make_history(rng, sid)
+        while len(history) < 3:
+            history = make_history(rng, sid)
+        old, new = history[:-1], history[-1]
+        storedcall.write_schema_2(redis_client, sid, old, RETENTION)
+        Store(redis_client, RETENTION).apply([new, old[0]])
+        assert storedcall.state_json(redis_client, sid) == reduce(sid, history).to_json()
+        counts = {slot: entry.deliveries for slot, entry in storedcall.entries(redis_client, sid).items()}
+        # schema 2 counted the first event twice; this job delivered it once more, and the new one
+        assert counts == {e.slot(): 3 if e is old[0] else 1 for e in history}
+        assert redis_client.exists(f"callstate:events:{{{sid}}}", f"callstate:deliveries:{{{sid}}}") == 0
 
 
 class TestCap:

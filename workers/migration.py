@@ -1,15 +1,16 @@
 """Migration of a schema 2 store to schema 3 (``callstate migrate``).
 
-Schema 2 kept a record's events in ``callstate:events:{<record>}`` (slot -> stored event), their
-delivery counts in ``callstate:deliveries:{<record>}`` (slot -> count, ``<slot>|first`` -> Unix
-seconds) and the state as JSON; schema 3 keeps all of it in the call hash, compressed
-(docs/redis-schema.md). The stored events themselves are the same bytes in both, so the
-migration moves them without decoding them, and the state is the same JSON, compressed.
+Schema 2 kept a record's events and delivery counts in keys of their own (:mod:`workers.schema2`)
+and its state as JSON; schema 3 keeps all of it in the call hash, compressed
+(docs/redis-schema.md). The stored events are the same bytes in both, so the migration moves them
+without decoding them, and the state is the same JSON, compressed.
 
-Run it with the workers stopped (callbacks keep queueing meanwhile): a schema 2 worker would go
-on writing the old keys. Each record is migrated on its own (its keys share one slot) and the old
-keys are deleted last, so an interrupted run is resumed by running it again; the schema version
-becomes 3 when none is left. The indexes, the stream and the recording hashes are unchanged.
+Schema 3 workers also read a record still in schema 2 form, and move it on their next write of
+it, so the store keeps working during an upgrade; this command moves every record at once. Each
+record is migrated on its own (its keys share one slot) and the old keys are deleted in the same
+round trip, so an interrupted run is resumed by running it again. A schema 2 worker still running
+may write a record in the old form again: the next schema 3 write of it, or another run, moves it.
+The indexes, the stream and the recording hashes are unchanged.
 """
 
 from __future__ import annotations
@@ -21,24 +22,11 @@ from typing import Final, cast
 
 from callstate import compression, eventset, keys
 from workers.replay import scan_records
+from workers.schema2 import entries_of, old_deliveries, old_events
 from workers.store import Store
 
 #: Records migrated per round trip.
 CHUNK: Final = 200
-
-_FIRST: Final = b"|first"
-#: Every zstd frame starts with these four bytes (RFC 8878); a schema 2 state is JSON.
-_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
-
-
-def old_events(record: str) -> str:
-    """Schema 2's event set of ``record``."""
-    return f"{keys.PREFIX}:events:{{{record}}}"
-
-
-def old_deliveries(record: str) -> str:
-    """Schema 2's delivery counts of ``record``."""
-    return f"{keys.PREFIX}:deliveries:{{{record}}}"
 
 
 @dataclass(slots=True)
@@ -51,19 +39,6 @@ class Migrated:
 def schema2_records(store: Store) -> Iterator[str]:
     """Every record that still has a schema 2 event set."""
     return scan_records(store, old_events)
-
-
-def entries_of(events: dict[bytes, bytes], deliveries: dict[bytes, bytes]) -> dict[str, eventset.Entry]:
-    """Schema 3's event set from schema 2's hashes (an event stored before counts were kept has
-    a count of 1 and no first time)."""
-    out: dict[str, eventset.Entry] = {}
-    for slot, value in events.items():
-        count = deliveries.get(slot)
-        first = deliveries.get(slot + _FIRST)
-        out[slot.decode()] = eventset.Entry(
-            value, int(count) if count else 1, None if first is None else round(float(first) * 1000)
-        )
-    return out
 
 
 def migrate(store: Store, progress: Callable[[Migrated], None] | None = None) -> Migrated:
@@ -86,7 +61,7 @@ def migrate(store: Store, progress: Callable[[Migrated], None] | None = None) ->
             state = cast(bytes | None, next(replies))
             ttl = cast(int, next(replies))
             fields: dict[str, bytes] = {"events": eventset.dump(entries_of(events, deliveries))}
-            if state is not None and not state.startswith(_ZSTD_MAGIC):  # not migrated yet
+            if state is not None and compression.is_legacy_state(state):  # not migrated yet
                 fields["state"] = compression.store_state(state)
             pipe.hset(keys.call(record), mapping=fields)  # type: ignore[arg-type]
             if state is None:  # a worker died between its two writes: the hash is new, give it a TTL
