@@ -92,7 +92,7 @@ def add(entries: dict[str, Entry], additions: Iterable[Addition], *, cap: int, w
     return done
 
 
-def combine(a: Entry, b: Entry, *, width: int = 11) -> Entry:
+def combine(a: Entry, b: Entry, *, width: int) -> Entry:
     """One slot's entry from two sets that counted different deliveries of it: the preferred
     value (as :func:`add` keeps it), the deliveries of both, the earlier first time."""
     value = b.value if b.value != a.value and b.value[:width] > a.value[:width] else a.value

@@ -69,6 +69,22 @@ def test_any_order_and_any_grouping_give_the_same_set(
         assert entry.first_ms == (min(times) if times else None)
 
 
+@given(st.lists(additions, min_size=1, max_size=30), st.integers(0, 30))
+def test_combining_two_sets_of_one_slot_is_adding_all_their_deliveries(
+    items: list[Addition], cut: int
+) -> None:
+    """A slot counted partly in one set and partly in another (schema 2's keys and schema 3's
+    field, during an upgrade) combines to what one set given every delivery holds."""
+    slot_items = [a for a in items if a.slot == items[0].slot]
+    first, second = added(slot_items[:cut]), added(slot_items[cut:])
+    slot = items[0].slot
+    if slot in first and slot in second:
+        combined = eventset.combine(first[slot], second[slot], width=WIDTH)
+    else:
+        combined = (first | second)[slot]
+    assert combined == added(slot_items)[slot]
+
+
 @given(st.lists(additions, max_size=30), st.integers(0, 3))
 def test_new_slots_over_the_cap_are_refused_and_not_counted(items: list[Addition], cap: int) -> None:
     stored: dict[str, Entry] = {}

@@ -336,8 +336,10 @@ class Store:
         pipe.hgetall(schema2.old_deliveries(sid))
         events, deliveries = pipe.execute()
         entries = dict(read.entries)
+        width = codec.PREFERENCE_WIDTH
         for slot, old in schema2.entries_of(events, deliveries).items():
-            entries[slot] = eventset.combine(entries[slot], old) if slot in entries else old
+            current = entries.get(slot)
+            entries[slot] = old if current is None else eventset.combine(current, old, width=width)
         return dataclasses.replace(read, entries=entries)
 
     def _add_command(self, key: str, events: Sequence[Event]) -> Command:

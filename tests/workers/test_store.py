@@ -422,6 +422,29 @@ class TestUpgradeFromSchema2:
         assert counts == {e.slot(): 3 if e is old[0] else 1 for e in history}
         assert redis_client.exists(f"callstate:events:{{{sid}}}", f"callstate:deliveries:{{{sid}}}") == 0
 
+    def test_a_schema_2_worker_writing_a_moved_record_again_loses_nothing(
+        self, redis_client: StoreClient
+    ) -> None:
+        """During a rolling upgrade a schema 2 worker may write a record that schema 3 already
+        moved: its old keys again (with only what it added) and a JSON state. The next schema 3
+        write combines both event sets, their counts added up."""
+        sid = "CA" + "f" * 32
+        rng = random.Random(32)
+        history = make_history(rng, sid)
+        while len(history) < 3:
+            history = make_history(rng, sid)
+        store = Store(redis_client, RETENTION)
+        store.apply(history[:-1])  # schema 3
+        # A schema 2 worker then adds the last event (and counts the first one's redelivery).
+        storedcall.write_schema_2(redis_client, sid, [history[0], history[-1]], RETENTION)
+        store.apply([history[1]])
+        assert storedcall.state_json(redis_client, sid) == reduce(sid, history).to_json()
+        counts = {slot: entry.deliveries for slot, entry in storedcall.entries(redis_client, sid).items()}
+        # history[0]: once by schema 3, twice by schema 2; history[1]: twice by schema 3
+        expected = {e.slot(): 1 for e in history} | {history[0].slot(): 3, history[1].slot(): 2}
+        assert counts == expected
+        assert redis_client.exists(f"callstate:events:{{{sid}}}", f"callstate:deliveries:{{{sid}}}") == 0
+
 
 class TestCap:
     def test_new_events_over_the_cap_are_refused_logged_and_counted(
