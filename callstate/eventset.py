@@ -71,24 +71,19 @@ def add(entries: dict[str, Entry], additions: Iterable[Addition], *, cap: int, w
     """
     done = Added()
     for addition in additions:
-        slot, value = addition.slot, addition.value
-        current = entries.get(slot)
         received = None if addition.received_at is None else round(addition.received_at * 1000)
+        delivered = Entry(addition.value, 1, received)
+        current = entries.get(addition.slot)
         if current is None:
             if len(entries) >= cap:
                 done.refused += 1
                 continue
-            entries[slot] = Entry(value, 1, received)
+            entries[addition.slot] = delivered
             done.added += 1
             continue
-        if value != current.value and value[:width] > current.value[:width]:
+        entries[addition.slot] = combined = combine(current, delivered, width=width)
+        if combined.value != current.value:
             done.replaced += 1
-        else:
-            value = current.value
-        first = current.first_ms
-        if received is not None and (first is None or received < first):
-            first = received
-        entries[slot] = Entry(value, current.deliveries + 1, first)
     return done
 
 

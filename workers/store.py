@@ -313,8 +313,6 @@ class Store:
             reply = next(replies)
             try:
                 reads[sid] = _parse_read(reply)
-                if reads[sid].legacy:
-                    reads[sid] = self._read_legacy(sid, reads[sid])
             except UnreadableValue as exc:
                 result.unreadable[sid] = str(exc)
                 log_event(
@@ -325,22 +323,30 @@ class Store:
             for sid, raw in zip(members, next(replies), strict=True):
                 if raw is not None:
                     published[sid] = int(raw.split(b":", 1)[0])
+        legacy = [sid for sid, read in reads.items() if read.legacy]
+        if legacy:
+            reads |= self._read_legacy({sid: reads[sid] for sid in legacy})
         return reads, published
 
-    def _read_legacy(self, sid: str, read: _Read) -> _Read:
-        """``read`` with the events that schema 2's keys still hold for ``sid`` (a store upgraded
-        from schema 2: a record not migrated yet, or touched by a schema 2 worker still running
-        during the upgrade). The next write of the record deletes those keys (commit.lua)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(schema2.old_events(sid))
-        pipe.hgetall(schema2.old_deliveries(sid))
-        events, deliveries = pipe.execute()
-        entries = dict(read.entries)
+    def _read_legacy(self, reads: dict[str, _Read]) -> dict[str, _Read]:
+        """``reads`` with the events that schema 2's keys still hold for them, in one more round
+        trip (a store upgraded from schema 2: records not migrated yet, or touched by a schema 2
+        worker still running during the upgrade). The next write of a record deletes those keys
+        (commit.lua)."""
+        commands: list[Command] = []
+        for sid in reads:
+            for key in (schema2.old_events(sid), schema2.old_deliveries(sid)):
+                commands.append(Command(key, ("HGETALL", key)))
+        replies = iter(self._execute(commands))
         width = codec.PREFERENCE_WIDTH
-        for slot, old in schema2.entries_of(events, deliveries).items():
-            current = entries.get(slot)
-            entries[slot] = old if current is None else eventset.combine(current, old, width=width)
-        return dataclasses.replace(read, entries=entries)
+        out: dict[str, _Read] = {}
+        for sid, read in reads.items():
+            entries = dict(read.entries)
+            for slot, old in schema2.entries_of(next(replies), next(replies)).items():
+                current = entries.get(slot)
+                entries[slot] = old if current is None else eventset.combine(current, old, width=width)
+            out[sid] = dataclasses.replace(read, entries=entries)
+        return out
 
     def _add_command(self, key: str, events: Sequence[Event]) -> Command:
         """``add.lua`` for ``events`` into the orphan recording hash ``key``."""
